@@ -1,0 +1,35 @@
+# The index of tasks. Every target sets up what it needs itself, from a clean clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+STSB   := ../shared/data/stsbenchmark/sts-dev.csv
+DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## optimize the bundled all-MiniLM-L6-v2 into build/demo, with its report
+	$(VENV)/bin/inferopt optimize $(DEMO_DATA) --out build/demo --force
+
+test: setup  ## the whole suite: unit, integration (real MiniLM, Redis), e2e
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.md
+	$(PY) benchmarks/seed_study.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

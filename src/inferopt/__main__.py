@@ -1,0 +1,3 @@
+from inferopt.cli import main
+
+main()

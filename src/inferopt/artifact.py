@@ -1,0 +1,117 @@
+"""The artifact: the only contract between `optimize` and `serve`.
+
+A directory with `manifest.json` (schema version, task, recipe, runtime settings, input/output schema,
+preprocessing, accuracy, benchmark summary, environment, sha256 of every file) beside the model and its
+tokenizer. Loading verifies every hash and names the file that does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferopt.errors import ArtifactError
+from inferopt.runtime.base import RuntimeSettings
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_artifact(directory: Path, manifest: dict[str, Any], files: dict[str, Path]) -> Path:
+    """Copy `files` (name in artifact -> source) into `directory` and write the manifest with their hashes.
+
+    `directory` should be inside a staged (atomic) output; this function itself writes in place.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    for name, source in sorted(files.items()):
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+        hashes[name] = sha256_file(target)
+    full = {"schema_version": SCHEMA_VERSION, **manifest, "files": hashes}
+    (directory / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return directory / MANIFEST
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def artifact_id(self) -> str:
+        """A short stable identity: the hash of the file hashes. Cache keys and metrics carry it."""
+        blob = json.dumps(self.manifest["files"], sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest["task"])
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / self.manifest["runtime"]["model_file"]
+
+    @property
+    def settings(self) -> RuntimeSettings:
+        return RuntimeSettings.from_dict(self.manifest["runtime"]["settings"])
+
+    @property
+    def model_name(self) -> str:
+        return str(self.manifest.get("model_name", self.path.name))
+
+    @property
+    def max_length(self) -> int:
+        return int(self.manifest["preprocessing"]["max_length"])
+
+
+def load_artifact(path: Path, *, verify: bool = True) -> Artifact:
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise ArtifactError(f"Artifact {path} does not exist or is not a directory", "pass the folder optimize wrote")
+    if not manifest_path.exists():
+        raise ArtifactError(f"{path} has no {MANIFEST}, so it is not an inferopt artifact", "run inferopt optimize")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path} is not valid JSON ({exc})", "re-run inferopt optimize") from exc
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{manifest_path} has schema version {version}, this inferopt reads {SCHEMA_VERSION}",
+            "re-run optimize with this version of inferopt",
+        )
+    for key in ("task", "runtime", "preprocessing", "files"):
+        if key not in manifest:
+            raise ArtifactError(f"{manifest_path} lacks the field {key!r}", "re-run inferopt optimize")
+    artifact = Artifact(path, manifest)
+    if verify:
+        verify_files(artifact)
+    return artifact
+
+
+def verify_files(artifact: Artifact) -> None:
+    for name, expected in artifact.manifest["files"].items():
+        file = artifact.path / name
+        if not file.exists():
+            raise ArtifactError(f"Artifact file {name} is missing from {artifact.path}", "re-run inferopt optimize")
+        if sha256_file(file) != expected:
+            raise ArtifactError(
+                f"Artifact file {name} does not match its sha256 in manifest.json: it was changed after optimize",
+                "restore it or re-run inferopt optimize",
+            )

@@ -1,0 +1,1 @@
+"""Measuring: in-process harness, open-loop load generator, latency statistics, cost."""

@@ -1,0 +1,148 @@
+"""In-process benchmark of one variant: single-request latency, then throughput over a batch-size sweep for
+each thread layout (one instance with N intra-op threads vs N instances with one thread each), with model
+size, peak memory and cost.
+
+Every point is warmed up first; throughput passes embed the same texts through the same Embedder the
+artifact is served with (length-sorted batches), so the chosen settings are the ones that were measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from inferopt.bench.cost import cost_per_million
+from inferopt.bench.memory import PeakRss
+from inferopt.bench.stats import latency_summary
+from inferopt.config import BenchPlan
+from inferopt.engine import Embedder
+from inferopt.recipes.base import Variant
+from inferopt.runtime.base import Backend, RuntimeSettings
+from inferopt.tasks.text_embedding import TextTokenizer, pad_batch
+
+LATENCY_WARMUP = 20
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    sessions: int
+    intra_op_threads: int
+    batch_size: int
+    items_per_second: float
+    items: int
+    seconds: float
+
+    @property
+    def settings(self) -> RuntimeSettings:
+        return RuntimeSettings(self.sessions, self.intra_op_threads, self.batch_size)
+
+
+@dataclass
+class BenchResult:
+    latency_ms: dict[str, float | None]
+    latency_samples_ms: list[float]
+    sweep: list[SweepPoint]
+    size_bytes: int
+    peak_rss_mb: float
+    added_rss_mb: float
+    price_per_hour: float
+    layouts: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def best(self) -> SweepPoint:
+        return max(self.sweep, key=lambda p: p.items_per_second)
+
+    @property
+    def cost_per_million(self) -> float | None:
+        return cost_per_million(self.best.items_per_second, self.price_per_hour)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "latency_ms": self.latency_ms,
+            "sweep": [asdict(p) for p in self.sweep],
+            "best": asdict(self.best),
+            "size_bytes": self.size_bytes,
+            "peak_rss_mb": self.peak_rss_mb,
+            "added_rss_mb": self.added_rss_mb,
+            "cost_per_million_usd": self.cost_per_million,
+            "price_per_hour_usd": self.price_per_hour,
+        }
+
+
+def thread_layouts(variant: Variant, cores: int) -> list[tuple[int, int]]:
+    """(instances, intra-op threads each). Torch keeps one process-wide thread pool: one layout only."""
+    layouts = [(1, cores)]
+    if variant.multi_session and cores > 1:
+        layouts.append((cores, 1))
+    return layouts
+
+
+def measure_latency(backend: Backend, tokenizer: TextTokenizer, texts: list[str], samples: int) -> list[float]:
+    """Seconds per single-text request, tokenization included, cycling through `texts` in order."""
+    timings = []
+    for i in range(LATENCY_WARMUP + samples):
+        text = texts[i % len(texts)]
+        started = time.perf_counter()
+        backend.run(pad_batch(tokenizer.encode_ids([text]), tokenizer.pad_id))
+        if i >= LATENCY_WARMUP:
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+def measure_throughput(embedder: Embedder, texts: list[str], seconds: float) -> tuple[int, float]:
+    """Items embedded and time taken, repeating whole passes until `seconds` have passed (at least one)."""
+    embedder.embed(texts[: min(len(texts), 4 * embedder.batch_size)])  # warm the shapes this point uses
+    items, started = 0, time.perf_counter()
+    while True:
+        embedder.embed(texts)
+        items += len(texts)
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return items, elapsed
+
+
+def benchmark_variant(
+    variant: Variant,
+    tokenizer: TextTokenizer,
+    texts: list[str],
+    plan: BenchPlan,
+    *,
+    cores: int,
+    price_per_hour: float,
+    advance: Callable[[], None] = lambda: None,
+) -> BenchResult:
+    # Cycle short eval sets up to max_texts so that large batches are measured over many batches, not two.
+    texts = (texts * -(-plan.max_texts // len(texts)))[: plan.max_texts]
+    with PeakRss() as rss:
+        single = variant.make_backend(cores)
+        samples = measure_latency(single, tokenizer, texts, plan.latency_samples)
+        advance()
+        sweep = []
+        layouts = thread_layouts(variant, cores)
+        for sessions, threads in layouts:
+            backends = (
+                [single]
+                if (sessions, threads) == (1, cores)
+                else [variant.make_backend(threads) for _ in range(sessions)]
+            )
+            for batch_size in plan.batch_sizes:
+                with Embedder(tokenizer, backends, batch_size=batch_size) as embedder:
+                    items, elapsed = measure_throughput(embedder, texts, plan.sweep_seconds)
+                sweep.append(SweepPoint(sessions, threads, batch_size, items / elapsed, items, elapsed))
+                advance()
+    return BenchResult(
+        latency_ms=latency_summary(samples),
+        latency_samples_ms=[s * 1000.0 for s in samples],
+        sweep=sweep,
+        size_bytes=variant.size_bytes,
+        peak_rss_mb=rss.peak_mb,
+        added_rss_mb=rss.added_mb,
+        price_per_hour=price_per_hour,
+        layouts=layouts,
+    )
+
+
+def steps_for(variant: Variant, plan: BenchPlan, cores: int) -> int:
+    """Progress steps benchmark_variant will report."""
+    return 1 + len(thread_layouts(variant, cores)) * len(plan.batch_sizes)

@@ -1,0 +1,215 @@
+"""`inferopt profile`: where the time of one request goes.
+
+Against a URL, requests go one at a time over one keep-alive connection (no queueing of our own making) and
+each is split using the server's `Server-Timing` header (decode, tokenize, queue, inference, postprocess,
+encode, total) plus the client's own clock: network + HTTP handling = client total - server total. Against
+an artifact, the same pipeline stages run in-process and are timed directly (no network, queue = 0).
+
+Two views of the split: a typical request (the mean split of requests whose total lies between the 40th
+and 60th percentile) and a slow one (the mean split of requests at or beyond the 99th percentile, only
+with enough requests for a p99); the stage shares of each add up to 100% because they describe the same
+requests. Per-stage p50/p99 are given too, but those of different stages come from different requests.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from inferopt.bench.http1 import parse_target
+from inferopt.bench.stats import min_samples_for
+from inferopt.errors import InputError
+
+SERVER_STAGES = ("decode", "tokenize", "queue", "inference", "postprocess", "encode")
+NETWORK = "network + HTTP"
+SERVER_OTHER = "server (other)"
+TYPICAL_BAND = (40.0, 60.0)
+
+
+@dataclass
+class ProfileResult:
+    source: str  # the URL or artifact profiled
+    mode: str  # "url" or "in-process"
+    stages: tuple[str, ...]
+    durations: np.ndarray  # (requests, stages), seconds
+    totals: np.ndarray  # (requests,), seconds: what the client (or the in-process timer) measured
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return int(self.totals.size)
+
+    def stage_sum_ratio(self) -> float:
+        """Sum of the mean stage times over the mean total: 1.0 when the stages account for all the time."""
+        return float(self.durations.sum(axis=1).mean() / self.totals.mean())
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        """One row per stage: p50/p99 of the stage alone, and its time and share in typical and slow requests."""
+        typical = self._split(self._band(*TYPICAL_BAND))
+        tail_ok = self.requests >= min_samples_for(99.0)
+        tail = self._split(self._band(99.0, 100.0)) if tail_ok else None
+        enough_p99 = self.requests >= min_samples_for(99.0)
+        rows = []
+        for j, stage in enumerate(self.stages):
+            col = self.durations[:, j] * 1000.0
+            rows.append({
+                "stage": stage,
+                "p50_ms": float(np.percentile(col, 50)),
+                "p99_ms": float(np.percentile(col, 99)) if enough_p99 else None,
+                "typical_ms": typical[0][j],
+                "typical_share": typical[1][j],
+                "slow_ms": tail[0][j] if tail else None,
+                "slow_share": tail[1][j] if tail else None,
+            })  # fmt: skip
+        return rows
+
+    def _band(self, low: float, high: float) -> np.ndarray:
+        lo, hi = np.percentile(self.totals, [low, high])
+        return (self.totals >= lo) & (self.totals <= hi)
+
+    def _split(self, mask: np.ndarray) -> tuple[list[float], list[float]]:
+        means = self.durations[mask].mean(axis=0) * 1000.0
+        total = float(means.sum()) or 1.0
+        return means.tolist(), (means / total).tolist()
+
+    def totals_ms(self) -> dict[str, float | None]:
+        from inferopt.bench.stats import latency_summary
+
+        return latency_summary(self.totals)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "mode": self.mode,
+            "requests": self.requests,
+            "total_ms": self.totals_ms(),
+            "stage_sum_ratio": self.stage_sum_ratio(),
+            "stages": self.breakdown(),
+            "notes": self.notes,
+        }
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """`name;dur=ms, name;desc="x";dur=ms` -> {name: seconds}; entries without a duration are skipped."""
+    timings: dict[str, float] = {}
+    for entry in header.split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "dur" and name:
+                try:
+                    timings[name] = float(value.strip().strip('"')) / 1000.0
+                except ValueError:
+                    continue
+    return timings
+
+
+def profile_url(
+    url: str, texts: list[str], requests: int, *, warmup: int = 20, timeout_s: float = 30.0
+) -> ProfileResult:
+    """Sequential requests to `url`, each split into network + HTTP and the server's own stages."""
+    target = parse_target(url)
+    cls = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
+    conn = cls(target.host, target.port, timeout=timeout_s)
+    samples: list[tuple[float, dict[str, float]]] = []
+    try:
+        for i in range(warmup + requests):
+            body = orjson.dumps({"input": texts[i % len(texts)]})
+            sample = _timed_request(conn, target.path, body, target.url)
+            if i >= warmup:
+                samples.append(sample)
+    finally:
+        conn.close()
+    stages, durations = _split(samples)
+    return ProfileResult(target.url, "url", stages, durations, np.asarray([total for total, _ in samples]))
+
+
+def _split(samples: list[tuple[float, dict[str, float]]]) -> tuple[tuple[str, ...], np.ndarray]:
+    """Stage columns: network + HTTP, the known server stages, any others the server named (a cache lookup),
+    and the server's unattributed time (routing, middleware: its total minus its named stages)."""
+    extra: list[str] = []
+    for _, timings in samples:
+        extra += [n for n in timings if n not in SERVER_STAGES and n != "total" and n not in extra]
+    named = (*SERVER_STAGES, *extra)
+    rows = []
+    for total, timings in samples:
+        parts = [timings.get(stage, 0.0) for stage in named]
+        server_total = timings.get("total", sum(parts))
+        rows.append([max(total - server_total, 0.0), *parts, max(server_total - sum(parts), 0.0)])
+    return (NETWORK, *named, SERVER_OTHER), np.asarray(rows, dtype=np.float64).reshape(len(rows), len(named) + 2)
+
+
+def _timed_request(
+    conn: http.client.HTTPConnection, path: str, body: bytes, url: str
+) -> tuple[float, dict[str, float]]:
+    started = time.perf_counter()
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        content = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise InputError(f"Cannot profile {url} ({exc})", "start the server or fix the URL") from exc
+    total = time.perf_counter() - started
+    if response.status != 200:
+        snippet = content[:200].decode("utf-8", "replace")
+        raise InputError(f"{url} answered {response.status}: {snippet!r}", "profile needs a working /v1/embeddings")
+    header = response.getheader("server-timing")
+    if not header:
+        raise InputError(
+            f"{url} sent no Server-Timing header",
+            "profile a URL served by `inferopt serve` (or any server that sends decode/tokenize/... durations)",
+        )
+    return total, parse_server_timing(header)
+
+
+def profile_pipeline(
+    tokenizer: Any, backend: Any, texts: list[str], requests: int, *, warmup: int = 20
+) -> ProfileResult:
+    """The server's per-request stages, run in-process and timed one by one (queue is 0: nothing waits)."""
+    from inferopt.tasks.text_embedding import OUTPUT_NAME, pad_batch
+
+    stages = ("decode", "tokenize", "queue", "inference", "postprocess", "encode")
+    rows, totals = [], []
+    for i in range(warmup + requests):
+        body = orjson.dumps({"input": texts[i % len(texts)]})
+        t0 = time.perf_counter()
+        inputs = orjson.loads(body)["input"]
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        t1 = time.perf_counter()
+        feeds = pad_batch(tokenizer.encode_ids(inputs), tokenizer.pad_id)
+        t2 = time.perf_counter()
+        vectors = backend.run(feeds)[OUTPUT_NAME]
+        t3 = time.perf_counter()
+        data = [{"object": "embedding", "index": k, "embedding": v} for k, v in enumerate(vectors)]
+        payload = {"object": "list", "data": data, "model": "profile", "usage": {"prompt_tokens": 0}}
+        t4 = time.perf_counter()
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        t5 = time.perf_counter()
+        if i >= warmup:
+            rows.append([t1 - t0, t2 - t1, 0.0, t3 - t2, t4 - t3, t5 - t4])
+            totals.append(t5 - t0)
+    return ProfileResult("in-process", "in-process", stages, np.asarray(rows), np.asarray(totals))
+
+
+def profile_artifact(path: Path, texts: list[str], requests: int, *, warmup: int = 20) -> ProfileResult:
+    from inferopt.artifact import load_artifact
+    from inferopt.runtime.onnx import OnnxBackend
+    from inferopt.tasks.text_embedding import TextTokenizer
+
+    artifact = load_artifact(path)
+    tokenizer = TextTokenizer(artifact.path / artifact.manifest["preprocessing"]["tokenizer_file"], artifact.max_length)
+    backend = OnnxBackend(artifact.model_file, intra_op_threads=artifact.settings.intra_op_threads)
+    result = profile_pipeline(tokenizer, backend, texts, requests, warmup=warmup)
+    result.source = str(path)
+    result.notes.append("in-process: no network, no HTTP server, no batching; queue is 0 by construction")
+    return result
+
+
+def looks_like_url(target: str) -> bool:
+    return "://" in target or (not Path(target).exists() and ":" in target)

@@ -1,0 +1,75 @@
+"""The manifest an optimize run writes for its chosen variant (schema: docs/ARCHITECTURE.md, artifact.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from inferopt import __version__
+from inferopt.results import RunResult, VariantResult
+from inferopt.runtime.onnx import DISABLED_OPTIMIZERS
+from inferopt.tasks.text_embedding import INPUT_NAMES, OUTPUT_NAME, TASK, ModelSpec
+
+
+def build_manifest(result: RunResult, variant: VariantResult, spec: ModelSpec) -> dict[str, Any]:
+    assert variant.bench is not None and variant.accuracy is not None
+    best = variant.bench.best
+    return {
+        "inferopt_version": __version__,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "task": TASK,
+        "model_name": result.model_name,
+        "source_model_dir": result.model_dir,
+        "recipe": variant.recipe,
+        "recipe_notes": variant.notes,
+        "runtime": {
+            "kind": "onnxruntime",
+            "model_file": "model.onnx",
+            "providers": ["CPUExecutionProvider"],
+            "session_options": {
+                "graph_optimization_level": "ORT_ENABLE_ALL",
+                "execution_mode": "sequential",
+                "inter_op_threads": 1,
+                "disabled_optimizers": list(DISABLED_OPTIMIZERS),
+            },
+            "settings": best.settings.to_dict(),
+        },
+        "inputs": [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in INPUT_NAMES],
+        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", spec.embedding_dim]}],
+        "preprocessing": {
+            "tokenizer_file": "tokenizer.json",
+            "max_length": spec.max_length,
+            "padding": "longest",
+            "truncation": "longest_first",
+            "pooling": "mean",
+            "normalize": "l2",
+        },
+        "model_spec": spec.to_dict(),
+        "accuracy": {
+            "data": result.data_name,
+            "texts": result.data_texts,
+            "pairs": result.data_pairs,
+            "budget": result.budget,
+            **variant.accuracy.to_dict(),
+        },
+        "benchmark": _benchmark_summary(result, variant),
+        "environment": result.environment,
+    }
+
+
+def _benchmark_summary(result: RunResult, variant: VariantResult) -> dict[str, Any]:
+    assert variant.bench is not None
+    bench = variant.bench
+    baseline = next((v.bench for v in result.measured if v.name == "torch-fp32"), None)
+    summary: dict[str, Any] = {
+        "latency_ms_batch1": bench.latency_ms,
+        "best": {"items_per_second": bench.best.items_per_second, **bench.best.settings.to_dict()},
+        "size_bytes": bench.size_bytes,
+        "peak_rss_mb": bench.peak_rss_mb,
+        "cost_per_million_usd": bench.cost_per_million,
+        "price_per_hour_usd": bench.price_per_hour,
+    }
+    if baseline is not None:
+        summary["torch_fp32_items_per_second"] = baseline.best.items_per_second
+        summary["speedup_vs_torch_fp32"] = bench.best.items_per_second / baseline.best.items_per_second
+    return summary

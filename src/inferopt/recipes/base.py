@@ -1,0 +1,140 @@
+"""The recipe contract: configs that round-trip through JSON, handlers registered per config type, and the
+BuildContext that holds what every recipe shares (the source model, the FP32 export, calibration texts)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import numpy as np
+
+from inferopt.hardware import CpuInfo
+from inferopt.runtime.base import Backend
+from inferopt.tasks.text_embedding import ModelSpec, TextTokenizer
+
+FAMILY_MODULES = ("torch_eager", "half", "graph", "int8_dynamic", "int8_sensitivity", "int8_static")
+
+
+class RecipeConfig(Protocol):
+    """A frozen dataclass with `kind` (ClassVar), `version` and `name` fields."""
+
+    kind: ClassVar[str]
+    version: int
+    name: str
+
+
+@dataclass
+class Variant:
+    """A built candidate: how to instantiate it, and what building it found out."""
+
+    name: str
+    config: Any  # a RecipeConfig
+    runtime: str  # "onnxruntime" | "torch"
+    make_backend: Callable[[int], Backend]  # intra-op threads -> a fresh backend
+    model_path: Path | None = None  # the file an artifact would ship (ONNX variants only)
+    size_bytes: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+    @property
+    def servable(self) -> bool:
+        return self.runtime == "onnxruntime" and self.model_path is not None
+
+    @property
+    def multi_session(self) -> bool:
+        """Whether N independent single-thread instances make sense (torch shares one global thread pool)."""
+        return self.runtime == "onnxruntime"
+
+
+@dataclass
+class BuildContext:
+    """Shared inputs of every recipe. Expensive intermediates (the fused graph) are built once, on demand."""
+
+    model_dir: Path
+    spec: ModelSpec
+    tokenizer: TextTokenizer
+    work_dir: Path
+    cpu: CpuInfo
+    fp32_onnx: Path  # the verified export
+    calibration_texts: list[str]
+    calibration_reference: np.ndarray  # FP32 torch embeddings of calibration_texts
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+
+C = TypeVar("C")
+Handler = Callable[[BuildContext, Any], Variant]
+_HANDLERS: dict[type, Handler] = {}
+_CONFIG_TYPES: dict[str, type] = {}
+
+
+def register(
+    config_type: type[C],
+) -> Callable[[Callable[[BuildContext, C], Variant]], Callable[[BuildContext, C], Variant]]:
+    def decorate(handler: Callable[[BuildContext, C], Variant]) -> Callable[[BuildContext, C], Variant]:
+        _HANDLERS[config_type] = handler
+        _CONFIG_TYPES[config_type.kind] = config_type  # type: ignore[attr-defined]
+        return handler
+
+    return decorate
+
+
+def _load_families() -> None:
+    for module in FAMILY_MODULES:
+        importlib.import_module(f"inferopt.recipes.{module}")
+
+
+def build(context: BuildContext, config: Any) -> Variant:
+    """The one verb: build any recipe from its config."""
+    _load_families()
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise TypeError(f"no recipe handler registered for {type(config).__name__}")
+    started = time.perf_counter()
+    variant = handler(context, config)
+    variant.build_seconds = time.perf_counter() - started
+    return variant
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    return {"kind": type(config).kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}}
+
+
+def config_from_dict(data: dict[str, Any]) -> Any:
+    _load_families()
+    kind = data.get("kind")
+    if kind not in _CONFIG_TYPES:
+        raise ValueError(f"unknown recipe kind {kind!r}")
+    config_type = _CONFIG_TYPES[kind]
+    fields = {f.name: f for f in dataclasses.fields(config_type)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+    return config_type(**values)
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def onnx_variant(name: str, config: Any, path: Path, notes: dict[str, Any] | None = None) -> Variant:
+    """A variant served by ONNX Runtime from the model file at `path`."""
+    from inferopt.runtime.onnx import OnnxBackend
+
+    return Variant(
+        name=name,
+        config=config,
+        runtime="onnxruntime",
+        make_backend=lambda threads: OnnxBackend(path, intra_op_threads=threads),
+        model_path=path,
+        size_bytes=file_size(path),
+        notes=notes or {},
+    )

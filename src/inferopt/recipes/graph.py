@@ -1,0 +1,73 @@
+"""Graph recipes: the plain FP32 export, and ONNX Runtime's transformer fusions (one Attention op per layer,
+SkipLayerNormalization, BiasGelu, EmbedLayerNormalization) which the INT8 recipes build on."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
+from inferopt.tasks.text_embedding import ModelSpec
+
+FUSED_OPS = ("Attention", "LayerNormalization", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    kind: ClassVar[str] = "graph"
+    version: int = 1
+    name: str = "onnx-fp32"
+    transformer_fusions: bool = False
+
+
+def expected_fusions(spec: ModelSpec) -> dict[str, int]:
+    """What a fully fused BERT encoder has: per layer one Attention, one BiasGelu and two SkipLayerNorms
+    (after attention and after the FFN), and one EmbedLayerNormalization at the input."""
+    layers = spec.num_layers
+    return {"Attention": layers, "SkipLayerNormalization": 2 * layers, "BiasGelu": layers, "EmbedLayerNormalization": 1}
+
+
+def op_counts(model_path: Path) -> Counter[str]:
+    import onnx
+
+    return Counter(node.op_type for node in onnx.load(str(model_path), load_external_data=False).graph.node)
+
+
+def fused_model(context: BuildContext) -> Path:
+    """The FP32 graph with transformer fusions, built once per run."""
+    fused: Path = context.cached("fused-onnx", lambda: _fuse(context))
+    return fused
+
+
+def _fuse(context: BuildContext) -> Path:
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    out = context.work_dir / "fused.onnx"
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False  # slower kernel: runtime/onnx.py
+    model = optimizer.optimize_model(
+        str(context.fp32_onnx),
+        model_type="bert",
+        num_heads=context.spec.num_heads,
+        hidden_size=context.spec.hidden_size,
+        optimization_options=options,
+    )
+    model.save_model_to_file(str(out))
+    return out
+
+
+@register(GraphConfig)
+def build_graph(context: BuildContext, config: GraphConfig) -> Variant:
+    path = fused_model(context) if config.transformer_fusions else context.fp32_onnx
+    notes: dict[str, object] = {}
+    if config.transformer_fusions:
+        counts = op_counts(path)
+        expected = expected_fusions(context.spec)
+        notes["fused_ops"] = {op: counts.get(op, 0) for op in FUSED_OPS}
+        notes["fusion_complete"] = all(counts.get(op, 0) == n for op, n in expected.items())
+    return onnx_variant(config.name, config, path, notes)

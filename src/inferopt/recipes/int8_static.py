@@ -1,0 +1,69 @@
+"""INT8 static quantization (QDQ): activation ranges fixed ahead of time from calibration texts, so no
+per-batch range computation at run time. Built on the plain graph: the QDQ form of fused contrib ops is not
+supported by ONNX Runtime's quantizer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
+
+
+@dataclass(frozen=True)
+class StaticInt8Config:
+    kind: ClassVar[str] = "int8-static"
+    version: int = 1
+    name: str = "int8-static-qdq"
+    per_channel: bool = True
+    op_types: tuple[str, ...] = ("MatMul",)
+    calibration_method: str = "minmax"  # "minmax" | "entropy" | "percentile"
+    calibration_texts: int = 128
+    calibration_batch: int = 8
+
+
+class _TextBatches:
+    """ONNX Runtime's CalibrationDataReader protocol over tokenized calibration texts."""
+
+    def __init__(self, batches: list[dict[str, Any]]) -> None:
+        self._iter: Iterator[dict[str, Any]] = iter(batches)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._iter, None)
+
+
+@register(StaticInt8Config)
+def build_static_int8(context: BuildContext, config: StaticInt8Config) -> Variant:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from inferopt.tasks.text_embedding import pad_batch
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    if config.calibration_method not in methods:
+        raise ValueError(f"calibration_method must be one of {sorted(methods)}")
+    texts = context.calibration_texts[: config.calibration_texts]
+    ids = context.tokenizer.encode_ids(texts)
+    batches = [
+        pad_batch(ids[i : i + config.calibration_batch], context.tokenizer.pad_id)
+        for i in range(0, len(ids), config.calibration_batch)
+    ]
+    out = context.work_dir / f"{config.name}.onnx"
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_static(
+        context.fp32_onnx,
+        out,
+        _TextBatches(batches),
+        quant_format=QuantFormat.QDQ,
+        per_channel=config.per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(config.op_types),
+        calibrate_method=methods[config.calibration_method],
+    )
+    return onnx_variant(config.name, config, out, {"calibration_texts": len(texts)})

@@ -1,0 +1,300 @@
+"""The micro-batcher: items from all requests share one queue and N runtime workers (threads) drain it.
+
+Dispatch policy, per worker that is free:
+- if no other worker is running, it takes what is queued at once: an idle server adds no latency;
+- otherwise it takes a batch as soon as one is full (`max_batch` items or `max_tokens` queued tokens), or
+  when the oldest item has waited `max_wait_s`: while the runtime is busy, a short wait buys bigger batches.
+
+A batch is built around the oldest item (so no item starves) from the queued items closest to it in length,
+capped at `max_batch` rows and `max_tokens` padded tokens (rows x longest row): grouping by length cuts
+padding. Workers are threads because onnxruntime releases the GIL while it runs.
+
+Knows nothing of HTTP or asyncio: callers get `concurrent.futures.Future`s. An item whose deadline passes
+while it waits is dropped before it reaches the runtime; a batch that fails is retried item by item, so a
+failing input fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+from inferopt.runtime.base import Backend
+from inferopt.tasks.text_embedding import OUTPUT_NAME, pad_batch
+
+log = logging.getLogger("inferopt.serve")
+
+BatchObserver = Callable[[int, int, float], None]  # (items, padded tokens, seconds in the runtime)
+DRAIN_WINDOW_S = 5.0  # completions older than this no longer count towards the drain rate
+
+
+class QueueFull(Exception):
+    def __init__(self, depth: int, retry_after_s: int) -> None:
+        super().__init__(f"queue full ({depth} items); retry after {retry_after_s} s")
+        self.depth = depth
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(Exception):
+    """The item's deadline passed while it waited in the queue; it never reached the runtime."""
+
+
+class BatcherClosed(Exception):
+    """The batcher is draining for shutdown and takes no new work."""
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch: int = 32
+    max_wait_s: float = 0.005
+    max_tokens: int = 16384
+    max_queue: int = 4096
+
+    def __post_init__(self) -> None:
+        if min(self.max_batch, self.max_tokens, self.max_queue) < 1 or self.max_wait_s < 0:
+            raise ValueError(f"invalid batch policy {self}")
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    vector: np.ndarray
+    queue_s: float  # submitted -> its batch started
+    inference_s: float  # its batch started -> result ready (padding and the runtime call)
+
+
+class QueuedItem:
+    """One input in the queue. `extend_deadline` lets a second waiter on the same input keep it alive."""
+
+    __slots__ = ("deadline", "enqueued", "future", "ids", "tokens")
+
+    def __init__(self, ids: list[int], deadline: float, enqueued: float) -> None:
+        self.ids = ids
+        self.tokens = len(ids)
+        self.deadline = deadline
+        self.enqueued = enqueued
+        self.future: Future[ItemResult] = Future()
+
+    def extend_deadline(self, deadline: float) -> None:
+        # A plain float store is atomic under the GIL; the worker reads it under the batcher's lock.
+        self.deadline = max(self.deadline, deadline)
+
+
+class Batcher:
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        policy: BatchPolicy,
+        *,
+        pad_id: int = 0,
+        output_name: str = OUTPUT_NAME,
+        on_batch: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not backends:
+            raise ValueError("Batcher needs at least one backend")
+        self.backends = list(backends)
+        self.policy = policy
+        self.pad_id = pad_id
+        self.output_name = output_name
+        self.on_batch = on_batch
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queue: list[QueuedItem] = []
+        self._queued_tokens = 0
+        self._busy = 0
+        self._closed = False
+        self._completions: deque[tuple[float, int]] = deque()
+        self._threads: list[threading.Thread] = []
+
+    # -- callers' side -------------------------------------------------------------------------------
+
+    def start(self) -> Batcher:
+        for i, backend in enumerate(self.backends):
+            thread = threading.Thread(target=self._worker, args=(backend,), name=f"inferopt-batch-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def submit(self, ids: Sequence[list[int]], deadline: float = math.inf) -> list[QueuedItem]:
+        """Queue the items of one request, all or none: a request never half-enters a full queue."""
+        now = self._clock()
+        items = [QueuedItem(list(row), deadline, now) for row in ids]
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the batcher is closed")
+            if len(self._queue) + len(items) > self.policy.max_queue:
+                raise QueueFull(len(self._queue), self._retry_after_locked(now))
+            self._queue.extend(items)
+            self._queued_tokens += sum(item.tokens for item in items)
+            self._cond.notify_all()
+        return items
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def drain_rate(self) -> float:
+        """Items finished per second over the last few seconds (0 when nothing finished lately)."""
+        with self._cond:
+            return self._drain_rate_locked(self._clock())
+
+    def close(self, timeout: float | None = None) -> None:
+        """Take no new items, finish the queued ones, stop the workers."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- workers' side -------------------------------------------------------------------------------
+
+    def _worker(self, backend: Backend) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._run(backend, batch)
+            except Exception:  # a bug here must not kill the worker and strand the queue
+                log.exception("batch worker error")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(RuntimeError("batch worker error"))
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._completions.append((self._clock(), len(batch)))
+                    self._cond.notify_all()
+
+    def _next_batch(self) -> list[QueuedItem] | None:
+        while True:
+            with self._cond:
+                batch, expired = self._poll_locked()
+            # Futures run their callbacks inline: complete them outside the lock.
+            for item in expired:
+                if item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(DeadlineExceeded("deadline passed in the queue"))
+            if not expired:
+                return batch
+
+    def _poll_locked(self) -> tuple[list[QueuedItem] | None, list[QueuedItem]]:
+        while True:
+            now = self._clock()
+            expired = [item for item in self._queue if item.deadline <= now]
+            if expired:
+                self._remove_locked(expired)
+                return None, expired
+            if not self._queue:
+                if self._closed:
+                    return None, []
+                self._cond.wait()
+                continue
+            wait = self._wait_s(now)
+            if wait <= 0:
+                batch = self._take_batch_locked()
+                self._remove_locked(batch)
+                self._busy += 1
+                return batch, []
+            soonest_deadline = min(item.deadline for item in self._queue) - now
+            self._cond.wait(min(wait, soonest_deadline))
+
+    def _wait_s(self, now: float) -> float:
+        """How long a free worker should still wait before taking a batch (<= 0: take it now)."""
+        if self._busy == 0 or self._closed:
+            return 0.0
+        if len(self._queue) >= self.policy.max_batch or self._queued_tokens >= self.policy.max_tokens:
+            return 0.0
+        return self._queue[0].enqueued + self.policy.max_wait_s - now
+
+    def _take_batch_locked(self) -> list[QueuedItem]:
+        queue, policy = self._queue, self.policy
+        longest = max(item.tokens for item in queue)
+        if len(queue) <= policy.max_batch and len(queue) * longest <= policy.max_tokens:
+            return list(queue)
+        anchor = queue[0]
+        # sorted() is stable: among items as close in length, the older goes first.
+        ranked = sorted(queue, key=lambda item: abs(item.tokens - anchor.tokens))
+        batch: list[QueuedItem] = []
+        width = 0
+        for item in ranked:
+            grown = max(width, item.tokens)
+            if batch and (len(batch) + 1) * grown > policy.max_tokens:
+                continue  # a shorter item further down the ranking may still fit
+            batch.append(item)
+            width = grown
+            if len(batch) == policy.max_batch:
+                break
+        return batch
+
+    def _remove_locked(self, items: list[QueuedItem]) -> None:
+        gone = {id(item) for item in items}
+        self._queue = [item for item in self._queue if id(item) not in gone]
+        self._queued_tokens -= sum(item.tokens for item in items)
+
+    def _run(self, backend: Backend, batch: list[QueuedItem]) -> None:
+        started = self._clock()
+        # A future cancelled by its caller is dropped here; after this call nobody can cancel the rest.
+        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            vectors = self._infer(backend, [item.ids for item in live])
+        except Exception as exc:
+            if len(live) == 1:
+                live[0].future.set_exception(exc)
+                return
+            log.warning("a batch of %d failed (%s); retrying its items one by one", len(live), exc)
+            for item in live:
+                self._run_alone(backend, item, started)
+            return
+        done = self._clock()
+        for item, vector in zip(live, vectors, strict=True):
+            item.future.set_result(ItemResult(vector, started - item.enqueued, done - started))
+        self._observe(len(live), len(live) * max(item.tokens for item in live), done - started)
+
+    def _run_alone(self, backend: Backend, item: QueuedItem, started: float) -> None:
+        try:
+            (vector,) = self._infer(backend, [item.ids])
+        except Exception as exc:
+            item.future.set_exception(exc)
+            return
+        done = self._clock()
+        item.future.set_result(ItemResult(vector, started - item.enqueued, done - started))
+        self._observe(1, item.tokens, done - started)
+
+    def _infer(self, backend: Backend, ids: list[list[int]]) -> list[np.ndarray]:
+        output = np.asarray(backend.run(pad_batch(ids, self.pad_id))[self.output_name], dtype=np.float32)
+        if output.shape[0] != len(ids):
+            raise RuntimeError(f"the runtime returned {output.shape[0]} rows for a batch of {len(ids)}")
+        # Copies: a cached row must not keep its whole batch's array alive.
+        return [row.copy() for row in output]
+
+    def _observe(self, items: int, padded_tokens: int, seconds: float) -> None:
+        if self.on_batch is not None:
+            try:
+                self.on_batch(items, padded_tokens, seconds)
+            except Exception:  # metrics must never fail a batch
+                log.exception("batch observer failed")
+
+    def _drain_rate_locked(self, now: float) -> float:
+        while self._completions and self._completions[0][0] < now - DRAIN_WINDOW_S:
+            self._completions.popleft()
+        if not self._completions:
+            return 0.0
+        span = max(now - self._completions[0][0], 0.05)
+        return sum(n for _, n in self._completions) / span
+
+    def _retry_after_locked(self, now: float) -> int:
+        """Seconds until the queue has drained at the current rate: what a 429's Retry-After says."""
+        rate = self._drain_rate_locked(now)
+        if rate <= 0:
+            return 1
+        return int(min(60, max(1, math.ceil(len(self._queue) / rate))))

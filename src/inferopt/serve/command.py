@@ -1,0 +1,156 @@
+"""`inferopt serve`: flags (and INFEROPT_* variables) -> ServeConfig -> artifact check -> uvicorn.
+
+Kept light to import (the CLI imports it to register the command): fastapi, uvicorn and onnxruntime are
+imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from inferopt.errors import ArtifactError, InferoptError
+from inferopt.serve.config import ServeConfig, env_var
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+_D = ServeConfig()
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _opt(help_text: str, field: str) -> typer.models.OptionInfo:
+    return typer.Option(help=help_text, envvar=env_var(field))
+
+
+def serve_command(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by optimize", envvar=env_var("artifact"))],
+    host: Annotated[str, _opt("Interface to listen on", "host")] = _D.host,
+    port: Annotated[int, _opt("TCP port (0: any free one)", "port")] = _D.port,
+    uds: Annotated[Path | None, _opt("Listen on this Unix socket instead of host:port", "uds")] = None,
+    max_batch: Annotated[
+        int | None, _opt("Most items per runtime batch (default: the artifact's)", "max_batch")
+    ] = None,
+    max_wait_ms: Annotated[float, _opt("Longest a batch waits to fill while the runtime is busy", "max_wait_ms")] = (
+        _D.max_wait_ms
+    ),
+    max_batch_tokens: Annotated[int, _opt("Most padded tokens per batch", "max_batch_tokens")] = _D.max_batch_tokens,
+    max_queue: Annotated[int, _opt("Most items waiting; beyond it requests get 429", "max_queue")] = _D.max_queue,
+    max_items: Annotated[int, _opt("Most inputs in one request (else 413)", "max_items")] = _D.max_items,
+    max_request_bytes: Annotated[int, _opt("Largest request body (else 413)", "max_request_bytes")] = (
+        _D.max_request_bytes
+    ),
+    timeout_ms: Annotated[int, _opt("Per-request deadline (else 504)", "timeout_ms")] = _D.timeout_ms,
+    cache: Annotated[str, _opt("memory, off, or redis://HOST:PORT/DB (memory in front of Redis)", "cache")] = _D.cache,
+    cache_ttl: Annotated[int, _opt("Seconds a Redis entry lives", "cache_ttl")] = _D.cache_ttl,
+    cache_memory_mb: Annotated[float, _opt("In-process cache size", "cache_memory_mb")] = _D.cache_memory_mb,
+    sessions: Annotated[int | None, _opt("Runtime sessions (workers) (default: the artifact's)", "sessions")] = None,
+    access_log: Annotated[bool, _opt("One JSON line per request on stderr", "access_log")] = _D.access_log,
+    drain_timeout_s: Annotated[float, _opt("On SIGTERM, how long in-flight work may finish", "drain_timeout_s")] = (
+        _D.drain_timeout_s
+    ),
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
+) -> None:
+    """Serve an artifact over HTTP: OpenAI-compatible /v1/embeddings with micro-batching, caching and metrics."""
+    config = ServeConfig(
+        artifact=artifact,
+        host=host,
+        port=port,
+        uds=uds,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_batch_tokens=max_batch_tokens,
+        max_queue=max_queue,
+        max_items=max_items,
+        max_request_bytes=max_request_bytes,
+        timeout_ms=timeout_ms,
+        cache=cache,
+        cache_ttl=cache_ttl,
+        cache_memory_mb=cache_memory_mb,
+        sessions=sessions,
+        access_log=access_log,
+        drain_timeout_s=drain_timeout_s,
+    )
+    serve(config, log_level=log_level)
+
+
+def serve(config: ServeConfig, *, log_level: str = "info") -> None:
+    """Check the artifact (hashes) up front, so a bad one is a one-line error; then load it behind uvicorn."""
+    from functools import partial
+
+    from inferopt.artifact import load_artifact
+    from inferopt.serve.app import create_app
+    from inferopt.serve.model import ServingModel
+
+    if config.artifact is None:
+        raise InferoptError("No artifact given", "pass the folder inferopt optimize wrote")
+    configure_logging(log_level)
+    # The tokenizer must not spawn its own thread pool: the cores belong to the runtime sessions.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    artifact = load_artifact(config.artifact)
+    if artifact.task != "text-embedding":
+        raise ArtifactError(f"Artifact task {artifact.task!r} cannot be served yet", "serve a text-embedding artifact")
+    app = create_app(config, partial(ServingModel.from_artifact, artifact, sessions=config.sessions))
+    run_server(app, config)
+    state = app.state.inferopt
+    if state.phase == "failed":
+        raise InferoptError(f"The server stopped: {state.detail}", "check the artifact with inferopt inspect")
+
+
+def run_server(app: FastAPI, config: ServeConfig, *, sock: socket.socket | None = None) -> None:
+    """uvicorn with httptools and uvloop. SIGTERM/SIGINT first mark the app draining (new work: 503), then
+    uvicorn stops accepting, waits for in-flight responses, and the lifespan drains the batcher."""
+    import uvicorn
+
+    state = app.state.inferopt
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            state.begin_drain()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        uds=str(config.uds) if config.uds else None,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(config.drain_timeout_s),
+        server_header=False,
+    )
+    server = DrainingServer(uv_config)
+
+    def fatal(_exc: BaseException) -> None:
+        server.should_exit = True
+
+    state.on_fatal = fatal
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def configure_logging(level: str) -> None:
+    """Plain lines for the server's own logs; access-log lines are bare JSON, ready for a log pipeline."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise InferoptError(f"--log-level {level!r} is not a level", "use debug, info, warning or error")
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(numeric)
+    access = logging.getLogger("inferopt.access")
+    if not access.handlers:
+        access_handler = logging.StreamHandler(sys.stderr)
+        access_handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(access_handler)
+    access.propagate = False

@@ -1,0 +1,88 @@
+"""ServeConfig: the one source of truth for `inferopt serve`. Each field is a CLI flag (`--max-wait-ms`) and an
+environment variable (`INFEROPT_MAX_WAIT_MS`); the flag wins over the variable.
+
+Fields left as None take the artifact's benchmarked settings (batch size, sessions) when the model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from inferopt.errors import InputError
+
+CACHE_OFF = "off"
+CACHE_MEMORY = "memory"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def env_var(field: str) -> str:
+    return f"INFEROPT_{field.upper()}"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    artifact: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: Path | None = None
+    max_batch: int | None = None  # None: the artifact's benchmarked batch size
+    max_wait_ms: float = 5.0
+    max_batch_tokens: int = 16384  # padded tokens (rows x longest row) per batch
+    max_queue: int = 4096  # items waiting for a runtime worker
+    max_items: int = 2048  # inputs in one request (OpenAI's own limit)
+    max_request_bytes: int = 4 * 1024 * 1024
+    timeout_ms: int = 30_000
+    cache: str = CACHE_MEMORY  # memory | off | redis://HOST:PORT/DB
+    cache_ttl: int = 86_400  # seconds, Redis tier only: keys carry the artifact id, so they never go stale
+    cache_memory_mb: float = 256.0
+    sessions: int | None = None  # None: the artifact's benchmarked number of runtime sessions
+    access_log: bool = True
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        positive = ("port", "max_batch_tokens", "max_queue", "max_items", "max_request_bytes", "timeout_ms")
+        for name in (*positive, "max_batch", "sessions", "cache_ttl"):
+            value = getattr(self, name)
+            if value is not None and value < 1 and not (name == "port" and value == 0):
+                raise InputError(f"{_flag(name)} {value} must be at least 1", f"set {_flag(name)} or {env_var(name)}")
+        if self.port > 65535:
+            raise InputError(f"--port {self.port} is not a TCP port", "give a port from 0 to 65535")
+        for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")
+        if self.max_items > self.max_queue:
+            raise InputError(
+                f"--max-items {self.max_items} exceeds --max-queue {self.max_queue}: such a request could never fit",
+                "lower --max-items or raise --max-queue",
+            )
+        parse_cache(self.cache)
+
+    @property
+    def cache_enabled(self) -> bool:
+        return self.cache != CACHE_OFF
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.cache if urlsplit(self.cache).scheme in REDIS_SCHEMES else None
+
+
+def parse_cache(value: str) -> str:
+    """Accept `memory`, `off` or a Redis URL (`redis://HOST:PORT/DB`); anything else is a one-line error."""
+    if value in (CACHE_MEMORY, CACHE_OFF):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise InputError(
+            f"--cache {value!r} is not understood",
+            "use memory, off, or redis://HOST:PORT/DB (e.g. redis://127.0.0.1:6379/0)",
+        )
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise InputError(f"--cache {value!r}: the database {db!r} is not a number", "use redis://HOST:PORT/DB")
+    return value
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")

@@ -1,0 +1,138 @@
+"""The /v1/embeddings request and response, compatible with OpenAI's embeddings API.
+
+Requests are parsed by hand (orjson, then `parse_embedding_request`) rather than by FastAPI's validation:
+that is what lets malformed JSON be a 400 rather than a 422, each message name the exact field
+(`input[3]`), and the hot path skip a model round-trip. The pydantic models below document the API in
+/docs; `test_schemas` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferopt.serve.errors import InvalidField, MalformedBody, PayloadTooLarge
+
+ENCODING_FORMATS = ("float", "base64")
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    texts: list[str]
+    encoding_format: str = "float"
+
+
+def decode_json(body: bytes) -> object:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "UTF-8" in str(exc):
+            raise MalformedBody(f"the request body is not valid UTF-8 ({exc})") from None
+        raise MalformedBody(f"the request body is not valid JSON ({exc})") from None
+
+
+def parse_embedding_request(
+    body: bytes, *, max_items: int, dim: int, model_ok: Callable[[str], bool], model_name: str
+) -> EmbeddingRequest:
+    """Validate a /v1/embeddings body; raises MalformedBody (400), PayloadTooLarge (413) or InvalidField (422)."""
+    data = decode_json(body)
+    if not isinstance(data, dict):
+        raise InvalidField(f"the request body must be a JSON object, got {_kind(data)}", param="body")
+    texts = _parse_input(data.get("input"), "input" in data, max_items)
+    model = data.get("model")
+    if model is not None:
+        if not isinstance(model, str):
+            raise InvalidField(f"model must be a string, got {_kind(model)}", param="model")
+        if not model_ok(model):
+            raise InvalidField(f"model {model!r} is not served here; this server serves {model_name!r}", param="model")
+    encoding = data.get("encoding_format", "float")
+    if encoding not in ENCODING_FORMATS:
+        raise InvalidField(f"encoding_format must be 'float' or 'base64', got {encoding!r}", param="encoding_format")
+    dimensions = data.get("dimensions")
+    if dimensions is not None and (type(dimensions) is not int or dimensions != dim):
+        raise InvalidField(f"dimensions must be {dim} for this model, got {dimensions!r}", param="dimensions")
+    return EmbeddingRequest(texts, encoding)
+
+
+def _parse_input(value: object, present: bool, max_items: int) -> list[str]:
+    if not present:
+        raise InvalidField("input is required: a string or a list of strings", param="input")
+    if isinstance(value, str):
+        _check_text(value, "input")
+        return [value]
+    if not isinstance(value, list):
+        raise InvalidField(f"input must be a string or a list of strings, got {_kind(value)}", param="input")
+    if not value:
+        raise InvalidField("input is an empty list; send at least one string", param="input")
+    if len(value) > max_items:
+        raise PayloadTooLarge(
+            f"input has {len(value)} items; this server takes at most {max_items} per request", param="input"
+        )
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            raise InvalidField(f"input[{i}] must be a string, got {_kind(text)}", param=f"input[{i}]")
+        _check_text(text, f"input[{i}]")
+    return value
+
+
+def _check_text(text: str, field: str) -> None:
+    if not text.strip():
+        raise InvalidField(f"{field} is empty or only whitespace; there is nothing to embed", param=field)
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+# -- documentation models (/docs, /openapi.json) ---------------------------------------------------------
+
+
+class EmbeddingRequestDoc(BaseModel):
+    model_config = ConfigDict(title="EmbeddingRequest", extra="allow")
+
+    input: str | list[str] = Field(description="Text, or a list of texts (at most --max-items). Not empty.")
+    model: str | None = Field(None, description="Optional; if given, the served model's name or artifact id.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: the little-endian float32 bytes of each vector, base64-encoded."
+    )
+    dimensions: int | None = Field(None, description="Optional; if given, must equal the model's dimension.")
+    user: str | None = Field(None, description="Accepted and ignored, for OpenAI client compatibility.")
+
+
+class EmbeddingDoc(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class UsageDoc(BaseModel):
+    prompt_tokens: int = Field(description="Tokens embedded, after truncation at the model's max length.")
+    total_tokens: int
+
+
+class EmbeddingResponseDoc(BaseModel):
+    model_config = ConfigDict(title="EmbeddingResponse")
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingDoc]
+    model: str
+    usage: UsageDoc
+
+
+class ErrorDetailDoc(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: int
+
+
+class ErrorDoc(BaseModel):
+    model_config = ConfigDict(title="Error")
+
+    error: ErrorDetailDoc

@@ -1,0 +1,130 @@
+"""The server's life: loading -> ready -> draining (or failed), and the parts that exist once it is ready.
+
+The HTTP server listens from the first moment (so /health/live answers and /health/ready says 503 while the
+model loads); loading, warm-up and the batcher start in the background. Draining (SIGTERM) refuses new
+work with 503, lets what is queued finish, then stops the runtime workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from inferopt.serve.batcher import Batcher, BatchPolicy
+from inferopt.serve.cache import CacheKeys, MemoryLRU, tokenizer_normalizer
+from inferopt.serve.cache_redis import RedisTier
+from inferopt.serve.config import ServeConfig
+from inferopt.serve.errors import NotReady, ShuttingDown
+from inferopt.serve.metrics import ServeMetrics
+from inferopt.serve.model import ServingModel, batch_policy, warm_up
+from inferopt.serve.service import EmbeddingService
+
+log = logging.getLogger("inferopt.serve")
+ModelSource = ServingModel | Callable[[], ServingModel]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Everything a request needs, built once the model is loaded and warm."""
+
+    model: ServingModel
+    policy: BatchPolicy
+    dim: int
+    service: EmbeddingService
+
+
+class ServerState:
+    def __init__(
+        self,
+        config: ServeConfig,
+        source: ModelSource,
+        metrics: ServeMetrics,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.metrics = metrics
+        self.on_fatal = on_fatal
+        self.phase = "loading"
+        self.detail = "loading the model"
+        self.ready: Ready | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def require_ready(self) -> Ready:
+        if self.phase == "draining":
+            raise ShuttingDown("the server is shutting down; send the request to another replica")
+        if self.ready is None:
+            raise NotReady(f"the server is not ready yet ({self.detail})")
+        return self.ready
+
+    def begin_drain(self) -> None:
+        if self.phase != "draining":
+            log.info("draining: refusing new requests, finishing the queued ones")
+        self.phase = "draining"
+        self.detail = "shutting down"
+
+    async def start(self) -> None:
+        try:
+            self.ready = await self._build()
+        except Exception as exc:
+            self.phase, self.detail = "failed", f"loading failed: {exc}"
+            log.exception("the model could not be loaded")
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            return
+        if self.phase == "loading":
+            self.phase, self.detail = "ready", "ready"
+        ready = self.ready
+        log.info(
+            "ready: %s (artifact %s), %d session(s), batches of <= %d items / %d tokens, wait <= %.1f ms, cache %s",
+            ready.model.name,
+            ready.model.artifact_id,
+            len(ready.model.backends),
+            ready.policy.max_batch,
+            ready.policy.max_tokens,
+            ready.policy.max_wait_s * 1000,
+            self.config.cache,
+        )
+
+    async def _build(self) -> Ready:
+        source = self.source
+        model = await asyncio.to_thread(source) if callable(source) else source
+        policy = batch_policy(self.config, model)
+        self.detail = "warming up"
+        dim = await asyncio.to_thread(warm_up, model, policy)
+        batcher = Batcher(
+            model.backends, policy, pad_id=model.tokenizer.pad_id, on_batch=self.metrics.observe_batch
+        ).start()
+        self.metrics.track_queue_depth(lambda: batcher.depth)
+        # Tokenization is short Rust work that releases the GIL: a few threads keep it off the event loop.
+        self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="inferopt-tokenize")
+        keys, memory, redis = await self._caches(model)
+        service = EmbeddingService(model, batcher, self.metrics, self._pool, keys=keys, memory=memory, redis=redis)
+        return Ready(model, policy, dim, service)
+
+    async def _caches(self, model: ServingModel) -> tuple[CacheKeys | None, MemoryLRU | None, RedisTier | None]:
+        config = self.config
+        if not config.cache_enabled:
+            return None, None, None
+        keys = CacheKeys(model.artifact_id, tokenizer_normalizer(model.tokenizer_file))
+        memory = MemoryLRU(int(config.cache_memory_mb * 1024 * 1024))
+        redis = None
+        if config.redis_url is not None:
+            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics)
+            await redis.check()
+        return keys, memory, redis
+
+    async def stop(self) -> None:
+        """After the HTTP server stopped taking requests: finish the queue, stop workers, close Redis."""
+        self.begin_drain()
+        ready = self.ready
+        if ready is not None:
+            await asyncio.to_thread(ready.service.batcher.close, self.config.drain_timeout_s)
+            if ready.service.redis is not None:
+                await ready.service.redis.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

@@ -1,0 +1,87 @@
+"""The real MiniLM artifact behind HTTP: the served embeddings equal the in-process Embedder's, whether texts
+come alone (and are batched with strangers) or as one list; and `inferopt serve` works end to end."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from inferopt.artifact import load_artifact
+from inferopt.engine import Embedder
+from inferopt.serve.config import ServeConfig
+from inferopt.serve.model import ServingModel
+from inferopt.serve.testing import ServerThread, free_port, wait_until
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[3]
+
+
+def sts_sentences(path: Path, count: int) -> list[str]:
+    seen: dict[str, None] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        columns = line.split("\t")
+        for sentence in columns[5:7]:
+            seen.setdefault(sentence.strip(), None)
+        if len(seen) >= count:
+            break
+    return list(seen)[:count]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_http_embeddings_equal_in_process_ones(minilm_artifact: Path, stsb_dev: Path) -> None:
+    texts = [*sts_sentences(stsb_dev, 63), "an over-long text " * 120]  # the last one is truncated both ways
+    with Embedder.from_artifact(minilm_artifact) as embedder:
+        reference = embedder.embed(texts)
+    model = ServingModel.from_artifact(load_artifact(minilm_artifact))
+    config = ServeConfig(cache="off", access_log=False)
+    with (
+        ServerThread(model, config, ready_timeout_s=120) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        with ThreadPoolExecutor(16) as pool:
+            singles = list(pool.map(lambda t: client.post("/v1/embeddings", json={"input": t}), texts))
+        listed = client.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"})
+    assert {r.status_code for r in singles} == {200} and listed.status_code == 200
+    alone = np.array([r.json()["data"][0]["embedding"] for r in singles], dtype=np.float32)
+    as_list = np.array([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in listed.json()["data"]])
+    assert alone.shape == reference.shape == (64, 384)
+    assert cosines(alone, reference).min() > 0.9999
+    assert cosines(as_list, reference).min() > 0.9999
+    assert listed.headers["x-truncated-inputs"] == "1"
+
+
+def test_inferopt_serve_command_end_to_end(minilm_artifact: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFEROPT_CACHE": "off"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferopt", "serve", str(minilm_artifact), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            wait_until(lambda: client.get("/health/ready").status_code == 200, timeout_s=120, what="ready")
+            response = client.post("/v1/embeddings", json={"input": ["A man is playing a guitar."]})
+            models = client.get("/v1/models").json()
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=30)[1].decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
+    assert models["data"][0]["artifact_id"] == load_artifact(minilm_artifact).artifact_id
+    assert "ready:" in stderr and '"status":200' in stderr  # the startup line and a JSON access-log line

@@ -1,0 +1,196 @@
+"""The micro-batcher without HTTP: batches form under concurrency, the window is honoured, a failing item fails
+alone, results keep their order, the token budget and the queue bound hold, expired items never run."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from inferopt.runtime.fake import FakeBackend
+from inferopt.serve.batcher import Batcher, BatcherClosed, BatchPolicy, DeadlineExceeded, QueueFull
+from inferopt.tasks.text_embedding import pad_batch
+
+DIM = 8
+
+
+def ids(n_tokens: int, seed: int = 0) -> list[int]:
+    """[CLS] + n-2 distinct-ish ids + [SEP], like a real tokenizer's output."""
+    return [101, *[1000 + seed * 7 + i for i in range(n_tokens - 2)], 102]
+
+
+def expected(row: list[int]) -> np.ndarray:
+    return FakeBackend(DIM).run(pad_batch([row]))["embeddings"][0]
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.002)
+
+
+@contextmanager
+def running(backends: list[FakeBackend], **policy: float) -> Iterator[tuple[Batcher, list[tuple[int, int]]]]:
+    seen: list[tuple[int, int]] = []
+    batcher = Batcher(backends, BatchPolicy(**policy), on_batch=lambda n, tokens, _s: seen.append((n, tokens)))
+    batcher.start()
+    try:
+        yield batcher, seen
+    finally:
+        batcher.close(timeout=10)
+
+
+def occupy(batcher: Batcher, *backends: FakeBackend) -> FakeBackend:
+    """Start one item and return the backend running it, once it runs: that worker is busy."""
+    before = [len(b.calls) for b in backends]
+    batcher.submit([ids(3, seed=99)])
+    wait_for(lambda: any(len(b.calls) > n for b, n in zip(backends, before, strict=True)))
+    return next(b for b, n in zip(backends, before, strict=True) if len(b.calls) > n)
+
+
+def test_idle_batcher_dispatches_at_once_not_after_the_window() -> None:
+    backend = FakeBackend(DIM)
+    with running([backend], max_wait_s=2.0) as (batcher, _):
+        (item,) = batcher.submit([ids(4)])
+        result = item.future.result(timeout=1.0)
+    assert result.queue_s < 0.5  # far below the 2 s window
+    np.testing.assert_array_equal(result.vector, expected(ids(4)))
+
+
+def test_items_arriving_while_the_worker_is_busy_form_one_batch() -> None:
+    backend = FakeBackend(DIM, delay_s=0.2)
+    with running([backend]) as (batcher, _):
+        occupy(batcher, backend)
+        items = [batcher.submit([ids(5, seed=s)])[0] for s in range(3)]  # three separate requests
+        results = [item.future.result(timeout=5) for item in items]
+    assert backend.calls == [1, 3]
+    for seed, result in enumerate(results):
+        np.testing.assert_array_equal(result.vector, expected(ids(5, seed=seed)))
+
+
+def test_with_a_busy_peer_a_free_worker_waits_for_the_window() -> None:
+    first, second = FakeBackend(DIM, delay_s=0.6), FakeBackend(DIM, delay_s=0.6)
+    with running([first, second], max_wait_s=0.1, max_batch=32) as (batcher, _):
+        busy = occupy(batcher, first, second)
+        free = second if busy is first else first
+        (a,) = batcher.submit([ids(4, seed=1)])
+        time.sleep(0.03)
+        (b,) = batcher.submit([ids(4, seed=2)])
+        result_a = a.future.result(timeout=5)
+        b.future.result(timeout=5)
+    assert free.calls == [2]  # both waited in the window and left together
+    assert busy.calls == [1]
+    assert 0.095 <= result_a.queue_s < 0.5  # held for the window, not until the busy worker finished
+
+
+def test_a_full_batch_leaves_without_waiting_for_the_window() -> None:
+    first, second = FakeBackend(DIM, delay_s=0.5), FakeBackend(DIM, delay_s=0.5)
+    with running([first, second], max_wait_s=5.0, max_batch=3) as (batcher, _):
+        occupy(batcher, first, second)
+        items = batcher.submit([ids(4, seed=s) for s in range(3)])
+        results = [item.future.result(timeout=3) for item in items]
+    assert max(r.queue_s for r in results) < 0.4
+
+
+def test_results_map_to_their_own_inputs_whatever_the_batching() -> None:
+    backend = FakeBackend(DIM)
+    rows = [ids(n, seed=n) for n in (3, 40, 7, 12, 3, 90, 5, 33, 8, 61)]
+    with running([backend], max_batch=3) as (batcher, _):
+        items = batcher.submit(rows)
+        results = [item.future.result(timeout=5) for item in items]
+    for row, result in zip(rows, results, strict=True):
+        np.testing.assert_array_equal(result.vector, expected(row))
+    assert sum(backend.calls[-4:]) == len(rows) and max(backend.calls) <= 3
+
+
+def test_a_failing_item_fails_alone() -> None:
+    backend = FakeBackend(DIM, delay_s=0.05, fail_on_token=999)
+    good_a, bad, good_b = ids(4, seed=1), [101, 999, 102], ids(6, seed=2)
+    with running([backend]) as (batcher, _):
+        occupy(batcher, backend)
+        items = [batcher.submit([row])[0] for row in (good_a, bad, good_b)]
+        with pytest.raises(RuntimeError, match="told to fail"):
+            items[1].future.result(timeout=5)
+        np.testing.assert_array_equal(items[0].future.result(timeout=5).vector, expected(good_a))
+        np.testing.assert_array_equal(items[2].future.result(timeout=5).vector, expected(good_b))
+    assert backend.calls == [1, 3, 1, 1, 1]  # the batch failed, then each item ran on its own
+
+
+def test_batches_group_items_by_length() -> None:
+    backend = FakeBackend(DIM, delay_s=0.1)
+    with running([backend], max_batch=2) as (batcher, seen):
+        occupy(batcher, backend)
+        items = [batcher.submit([ids(n, seed=n)])[0] for n in (5, 50, 6, 51)]
+        for item in items:
+            item.future.result(timeout=5)
+    # Arrival order would pad to 50 twice (200 tokens); grouped, it is 2x6 + 2x51.
+    assert seen[1:] == [(2, 12), (2, 102)]
+
+
+def test_token_budget_caps_padded_tokens_per_batch() -> None:
+    backend = FakeBackend(DIM, delay_s=0.1)
+    with running([backend], max_batch=32, max_tokens=100) as (batcher, seen):
+        occupy(batcher, backend)
+        for item in batcher.submit([ids(40, seed=s) for s in range(5)]):
+            item.future.result(timeout=5)
+    assert seen[1:] == [(2, 80), (2, 80), (1, 40)]
+
+
+def test_full_queue_refuses_a_whole_request_with_retry_after() -> None:
+    backend = FakeBackend(DIM, delay_s=0.3)
+    with running([backend], max_queue=3) as (batcher, _):
+        occupy(batcher, backend)
+        batcher.submit([ids(4, seed=1), ids(4, seed=2)])
+        with pytest.raises(QueueFull) as refused:
+            batcher.submit([ids(4, seed=3), ids(4, seed=4)])  # 2 + 2 > 3: none of it enters
+        assert batcher.depth == 2
+        assert refused.value.retry_after_s >= 1
+        batcher.submit([ids(4, seed=5)])  # exactly fills the queue
+        assert batcher.depth == 3
+
+
+def test_an_item_whose_deadline_passes_in_the_queue_never_runs() -> None:
+    backend = FakeBackend(DIM, delay_s=0.3)
+    with running([backend]) as (batcher, _):
+        occupy(batcher, backend)
+        (late,) = batcher.submit([ids(4, seed=1)], deadline=time.monotonic() + 0.05)
+        (kept,) = batcher.submit([ids(4, seed=2)], deadline=time.monotonic() + 0.05)
+        kept.extend_deadline(math.inf)  # a second waiter with no deadline keeps it alive
+        with pytest.raises(DeadlineExceeded):
+            late.future.result(timeout=5)
+        kept.future.result(timeout=5)
+    assert backend.calls == [1, 1]
+
+
+def test_close_finishes_queued_work_then_refuses_new() -> None:
+    backend = FakeBackend(DIM, delay_s=0.1)
+    batcher = Batcher([backend], BatchPolicy()).start()
+    occupy(batcher, backend)
+    items = batcher.submit([ids(4, seed=s) for s in range(3)])
+    batcher.close(timeout=5)
+    assert all(item.future.result(timeout=0).vector.shape == (DIM,) for item in items)
+    with pytest.raises(BatcherClosed):
+        batcher.submit([ids(4)])
+
+
+def test_a_cancelled_item_is_dropped_before_the_runtime() -> None:
+    backend = FakeBackend(DIM, delay_s=0.2)
+    with running([backend]) as (batcher, _):
+        occupy(batcher, backend)
+        dropped, kept = batcher.submit([ids(4, seed=1), ids(9, seed=2)])
+        assert dropped.future.cancel()
+        kept.future.result(timeout=5)
+    assert backend.calls == [1, 1]
+
+
+def test_drain_rate_counts_finished_items() -> None:
+    backend = FakeBackend(DIM)
+    with running([backend]) as (batcher, _):
+        for item in batcher.submit([ids(4, seed=s) for s in range(20)]):
+            item.future.result(timeout=5)
+        assert batcher.drain_rate() > 0

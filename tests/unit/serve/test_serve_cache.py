@@ -1,0 +1,101 @@
+"""The in-process cache tier, cache keys, the Redis value format and single-flight."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferopt.serve.cache import (
+    ENTRY_OVERHEAD_BYTES,
+    CachedEmbedding,
+    CacheKeys,
+    MemoryLRU,
+    SingleFlight,
+    tokenizer_normalizer,
+)
+
+
+def entry(seed: int, dim: int = 4) -> CachedEmbedding:
+    return CachedEmbedding(np.arange(dim, dtype=np.float32) + seed, tokens=seed + 2)
+
+
+def test_lru_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
+    size = entry(0).nbytes
+    assert size == 16 + ENTRY_OVERHEAD_BYTES
+    lru = MemoryLRU(max_bytes=3 * size)
+    for seed in range(3):
+        lru.put(f"k{seed}", entry(seed))
+    assert lru.get("k0") is not None  # k0 is now the most recent
+    lru.put("k3", entry(3))
+    assert lru.get("k1") is None  # the least recently used went
+    assert [lru.get(k) is not None for k in ("k0", "k2", "k3")] == [True, True, True]
+    assert len(lru) == 3 and lru.nbytes == 3 * size
+
+
+def test_lru_replacing_a_key_keeps_the_byte_count_right() -> None:
+    lru = MemoryLRU(max_bytes=10_000)
+    lru.put("k", entry(1))
+    lru.put("k", entry(2))
+    assert len(lru) == 1 and lru.nbytes == entry(2).nbytes
+    assert lru.get("k").tokens == 4
+
+
+def test_an_entry_larger_than_the_whole_cache_is_not_kept() -> None:
+    lru = MemoryLRU(max_bytes=10)
+    lru.put("k", entry(1))
+    assert len(lru) == 0 and lru.nbytes == 0
+
+
+def test_entry_bytes_round_trip_exactly() -> None:
+    original = CachedEmbedding(np.random.default_rng(0).standard_normal(384).astype(np.float32), 17, True)
+    restored = CachedEmbedding.from_bytes(original.to_bytes())
+    np.testing.assert_array_equal(restored.vector, original.vector)
+    assert (restored.tokens, restored.truncated, restored.vector.dtype) == (17, True, np.float32)
+
+
+def test_keys_follow_the_tokenizers_normalizer_and_the_artifact(minilm_tokenizer_file: Path) -> None:
+    normalize = tokenizer_normalizer(minilm_tokenizer_file)
+    keys = CacheKeys("artifact-a", normalize)
+    # MiniLM is uncased and strips accents: these give the same tokens, so they may share an entry.
+    assert keys("Café au LAIT") == keys("cafe au lait")
+    assert keys("cafe au lait") != keys("cafe  au lait")  # whitespace is left alone: never guess
+    assert keys("x") != CacheKeys("artifact-b", normalize)("x")
+    assert keys("x").startswith("inferopt:artifact-a:")
+
+
+def test_single_flight_shares_one_future_and_extends_its_deadline() -> None:
+    class Holder:
+        deadline = 0.0
+
+        def extend_deadline(self, deadline: float) -> None:
+            self.deadline = deadline
+
+    async def scenario() -> None:
+        flights = SingleFlight()
+        assert flights.join("k", 1.0) is None
+        leader = flights.lead("k", 1.0)
+        leader.item = holder = Holder()
+        follower = flights.join("k", 5.0)
+        assert follower is leader and holder.deadline == 5.0
+        flights.land("k", leader, "done")
+        assert await leader.future == "done"
+        assert flights.join("k", 1.0) is None and len(flights) == 0
+
+    asyncio.run(scenario())
+
+
+def test_single_flight_failure_reaches_waiters_and_is_not_left_unretrieved() -> None:
+    async def scenario() -> None:
+        flights = SingleFlight()
+        flight = flights.lead("k", 1.0)
+        flights.land("k", flight, error=ValueError("boom"))
+        with pytest.raises(ValueError, match="boom"):
+            await flight.future
+        unkeyed = flights.lead(None, 1.0)  # caching off: never registered, never joined
+        assert len(flights) == 0
+        flights.land(None, unkeyed, error=ValueError("nobody waits"))  # must not log "never retrieved"
+
+    asyncio.run(scenario())

@@ -1,0 +1,71 @@
+"""ServeConfig: validation as one-line errors, the cache flag, flags and INFEROPT_* variables, defaults from
+the artifact, warm-up shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inferopt.errors import InputError
+from inferopt.runtime.base import RuntimeSettings
+from inferopt.runtime.fake import FakeBackend
+from inferopt.serve.config import ServeConfig
+from inferopt.serve.model import ServingModel, batch_policy, warmup_shapes
+from inferopt.tasks.text_embedding import TextTokenizer
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_queue": 0}, "--max-queue 0 must be at least 1"),
+        ({"port": 70000}, "--port 70000 is not a TCP port"),
+        ({"max_wait_ms": -1}, "--max-wait-ms -1 is negative"),
+        ({"max_items": 10, "max_queue": 5}, "--max-items 10 exceeds --max-queue 5"),
+        ({"cache": "memcached://x"}, "--cache 'memcached://x' is not understood"),
+        ({"cache": "redis://127.0.0.1:6379/zero"}, "the database 'zero' is not a number"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message) as refused:
+        ServeConfig(**kwargs)
+    assert "\n" not in str(refused.value)
+
+
+def test_cache_modes() -> None:
+    assert ServeConfig().cache_enabled and ServeConfig().redis_url is None
+    assert not ServeConfig(cache="off").cache_enabled
+    assert ServeConfig(cache="redis://127.0.0.1:6379/3").redis_url == "redis://127.0.0.1:6379/3"
+
+
+def test_defaults_come_from_the_artifacts_settings(minilm_tokenizer_file: Path) -> None:
+    model = ServingModel(
+        "m",
+        "id",
+        TextTokenizer(minilm_tokenizer_file, 256),
+        [FakeBackend(4)],
+        settings=RuntimeSettings(sessions=1, intra_op_threads=2, batch_size=16),
+    )
+    assert batch_policy(ServeConfig(), model).max_batch == 16
+    policy = batch_policy(ServeConfig(max_batch=8, max_wait_ms=3, max_batch_tokens=100), model)
+    assert (policy.max_batch, policy.max_wait_s, policy.max_tokens) == (8, 0.003, 256)  # >= one longest input
+    assert warmup_shapes(policy, 256) == [(1, 16), (1, 256), (8, 16)]
+
+
+def test_flags_and_environment_reach_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The command builds ServeConfig from flags, falling back to INFEROPT_* variables."""
+    import typer
+
+    from inferopt.serve import command
+
+    seen: list[ServeConfig] = []
+    monkeypatch.setattr(command, "serve", lambda config, log_level: seen.append(config))
+    app = typer.Typer()
+    app.command()(command.serve_command)
+    env = {"INFEROPT_MAX_WAIT_MS": "7.5", "INFEROPT_CACHE": "off", "INFEROPT_PORT": "9"}
+    result = CliRunner().invoke(app, [str(tmp_path), "--port", "8123", "--max-batch", "4"], env=env)
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert (config.port, config.max_batch, config.max_wait_ms, config.cache) == (8123, 4, 7.5, "off")
+    assert config.artifact == tmp_path and config.sessions is None

@@ -1,0 +1,59 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from inferopt.artifact import MANIFEST, load_artifact, write_artifact
+from inferopt.errors import ArtifactError
+
+MANIFEST_BODY = {
+    "task": "text-embedding",
+    "model_name": "tiny",
+    "runtime": {
+        "kind": "onnxruntime",
+        "model_file": "model.onnx",
+        "settings": {"sessions": 2, "intra_op_threads": 1, "batch_size": 16},
+    },
+    "preprocessing": {"tokenizer_file": "tokenizer.json", "max_length": 128},
+}
+
+
+@pytest.fixture
+def artifact_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "m.onnx").write_bytes(b"model bytes")
+    (src / "tok.json").write_text("{}")
+    write_artifact(tmp_path / "art", MANIFEST_BODY, {"model.onnx": src / "m.onnx", "tokenizer.json": src / "tok.json"})
+    return tmp_path / "art"
+
+
+def test_round_trip(artifact_dir: Path) -> None:
+    artifact = load_artifact(artifact_dir)
+    assert artifact.settings.sessions == 2 and artifact.settings.batch_size == 16
+    assert artifact.max_length == 128 and artifact.model_file == artifact_dir / "model.onnx"
+    assert set(artifact.manifest["files"]) == {"model.onnx", "tokenizer.json"}
+    assert len(artifact.artifact_id) == 16
+
+
+def test_tampered_file_is_named(artifact_dir: Path) -> None:
+    (artifact_dir / "model.onnx").write_bytes(b"model bytez")
+    with pytest.raises(ArtifactError, match=r"model\.onnx does not match its sha256"):
+        load_artifact(artifact_dir)
+
+
+def test_missing_file_and_bad_manifests(artifact_dir: Path, tmp_path: Path) -> None:
+    (artifact_dir / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match=r"tokenizer\.json is missing"):
+        load_artifact(artifact_dir)
+    manifest = json.loads((artifact_dir / MANIFEST).read_text())
+    (artifact_dir / MANIFEST).write_text(json.dumps(manifest | {"schema_version": 99}))
+    with pytest.raises(ArtifactError, match="schema version 99"):
+        load_artifact(artifact_dir)
+    (artifact_dir / MANIFEST).write_text("{oops")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        load_artifact(artifact_dir)
+    with pytest.raises(ArtifactError, match="not an inferopt artifact"):
+        load_artifact(tmp_path)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_artifact(tmp_path / "nowhere")

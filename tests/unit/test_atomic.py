@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from inferopt.atomic import MARKER, staged_directory
+from inferopt.errors import InputError
+
+
+def test_success_publishes_and_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with staged_directory(target) as staging:
+        (staging / "a.txt").write_text("a")
+    assert (target / "a.txt").read_text() == "a" and (target / MARKER).exists()
+
+    other = tmp_path / "other"
+    with pytest.raises(KeyboardInterrupt), staged_directory(other) as staging:
+        (staging / "half.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert not other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
+
+
+def test_existing_target_needs_force_and_must_be_ours(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with staged_directory(target) as staging:
+        (staging / "old.txt").write_text("old")
+    with pytest.raises(InputError, match="already exists"), staged_directory(target):
+        pass
+    with staged_directory(target, force=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert (target / "new.txt").exists() and not (target / "old.txt").exists()
+
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    with pytest.raises(InputError, match="not written by inferopt"), staged_directory(foreign, force=True):
+        pass
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+
+
+def test_failed_replacement_keeps_the_old_output(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with staged_directory(target) as staging:
+        (staging / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_directory(target, force=True) as staging:
+        (staging / "new.txt").write_text("new")
+        raise RuntimeError("boom")
+    assert (target / "old.txt").read_text() == "old"

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferopt.engine import Embedder, batch_order
+from inferopt.runtime.fake import FakeBackend
+from inferopt.tasks.text_embedding import TextTokenizer, pad_batch
+
+
+def test_pad_batch_masks_real_tokens() -> None:
+    feeds = pad_batch([[101, 7, 102], [101, 102]], pad_id=0)
+    assert feeds["input_ids"].tolist() == [[101, 7, 102], [101, 102, 0]]
+    assert feeds["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert feeds["token_type_ids"].sum() == 0 and feeds["input_ids"].dtype == np.int64
+
+
+def test_batch_order_sorts_by_length() -> None:
+    batches = batch_order(np.array([5, 1, 4, 2, 3]), 2, sort_by_length=True)
+    assert [b.tolist() for b in batches] == [[1, 3], [4, 2], [0]]
+    assert [b.tolist() for b in batch_order(np.array([5, 1, 4]), 2, sort_by_length=False)] == [[0, 1], [2]]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_tokenizer_file: Path) -> TextTokenizer:
+    return TextTokenizer(minilm_tokenizer_file, max_length=16)
+
+
+def test_tokenizer_truncates_and_counts(tokenizer: TextTokenizer) -> None:
+    long_text = "word " * 40
+    assert len(tokenizer.encode_ids([long_text])[0]) == 16
+    assert tokenizer.count_tokens(long_text) == 42  # [CLS] + 40 + [SEP], before truncation
+    assert tokenizer.encode(["a b", "a"])["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+@pytest.mark.parametrize("sessions", [1, 3])
+def test_embedder_keeps_input_order_whatever_the_batching(tokenizer: TextTokenizer, sessions: int) -> None:
+    texts = [f"sentence number {i} " + "x " * (i % 7) for i in range(50)]
+    backends = [FakeBackend(dim=8, delay_s=0.002) for _ in range(sessions)]  # runs take time, as real ones do
+    with Embedder(tokenizer, backends, batch_size=4) as embedder:  # type: ignore[arg-type]
+        got = embedder.embed(texts)
+    with Embedder(tokenizer, [FakeBackend(dim=8)], batch_size=1) as one_by_one:  # type: ignore[list-item]
+        expected = one_by_one.embed(texts)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert sum(sum(b.calls) for b in backends) == 50
+    assert max(max(b.calls) for b in backends if b.calls) == 4
+    if sessions > 1:
+        assert sum(1 for b in backends if b.calls) > 1  # work really was spread
+
+
+def test_embedder_refuses_nothing(tokenizer: TextTokenizer) -> None:
+    with Embedder(tokenizer, [FakeBackend()]) as embedder, pytest.raises(ValueError, match="at least one text"):  # type: ignore[list-item]
+        embedder.embed([])
