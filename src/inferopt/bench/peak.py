@@ -23,10 +23,8 @@ from inferopt.errors import InputError
 GROWTH = 2.0
 MAX_SHRINKS = 4  # if the start rate already fails, halve it at most this often before giving up
 INVALID_RETRIES = 1  # a step the generator fell behind on (a busy machine) is run once more before giving up
-SAMPLE_MARGIN = 1.1
-UNDECIDED = (
-    "invalid: the generator fell behind"  # run a bit longer than the bare 660 requests a p99 needs: arrivals are random
-)
+SAMPLE_MARGIN = 1.1  # run a bit longer than the bare 660 requests a p99 needs: arrivals are random
+UNDECIDED = "invalid: the generator fell behind"
 
 
 @dataclass
@@ -194,7 +192,7 @@ def _grow(
 
 def _bisect(attempt: Callable[[float], bool | None], lo: float, hi: float, search: PeakSearch) -> float:
     while hi / lo > 1.0 + search.tolerance:
-        mid = round((lo + hi) / 2.0, 1)
+        mid = _midpoint(lo, hi)
         verdict = attempt(mid)
         if verdict is None:
             break
@@ -203,3 +201,11 @@ def _bisect(attempt: Callable[[float], bool | None], lo: float, hi: float, searc
         else:
             hi = mid
     return lo
+
+
+def _midpoint(lo: float, hi: float) -> float:
+    """Halfway, rounded to 0.1 req/s for readable curves, unless rounding would land on an end already tried
+    (lo = 1.0, hi = 1.1): then the exact middle, so every step narrows the interval."""
+    mid = (lo + hi) / 2.0
+    rounded = round(mid, 1)
+    return rounded if lo < rounded < hi else mid

@@ -46,6 +46,14 @@ def test_start_rate_over_capacity_halves_down() -> None:
     assert peak.peak_rate is not None and 300 / 1.1 <= peak.peak_rate <= 300
 
 
+def test_bisection_ends_when_rates_are_a_rounding_step_apart() -> None:
+    """lo = 1.0, hi = 1.1 once made the rounded midpoint 1.1 again, forever."""
+    seen: list[float] = []
+    peak = find_peak(BASE, PeakSearch(50.0, start_rate=10, tolerance=0.01), runner=capacity_model(1.05, seen))
+    assert len(seen) < 30 and len(seen) == len(set(seen))  # every step a new rate: the interval always narrows
+    assert peak.peak_rate is not None and 1.05 / 1.01 <= peak.peak_rate <= 1.05
+
+
 def test_nothing_meets_the_slo() -> None:
     peak = find_peak(BASE, PeakSearch(50.0, start_rate=160), runner=capacity_model(1, []))
     assert peak.peak_rate is None and peak.limited_by == "even 10 req/s broke the SLO"
