@@ -149,6 +149,8 @@ def profile_command(
 
         console.print(f"chart: {write_chart(stage_bars(result), chart, 'Request time by stage', result.breakdown())}")
     _write_json(json_out, result.to_dict() | {"environment": _environment()}, console)
+    if result.partial:
+        raise typer.Exit(code=1)
 
 
 def _environment() -> dict[str, object]:

@@ -136,7 +136,10 @@ def print_profile(profile: ProfileResult, console: Console) -> None:
     for row, colour in zip(rows, STAGE_COLOURS, strict=False):
         legend.append(f"■ {row['stage']}  ", style=colour)
     console.print(legend)
+    console.print(f"the timed stages account for {profile.stage_sum_ratio():.1%} of the measured time")
     _notes(console, profile.notes)
+    if profile.partial:
+        console.print(Text(f"PARTIAL: {profile.partial}", style="bold red"))
 
 
 def _share(value: float | None) -> str:

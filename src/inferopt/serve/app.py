@@ -9,7 +9,6 @@ list request queue and inference are the max over its items; a cache hit has 0 f
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +28,7 @@ from inferopt.serve.schemas import (
     EmbeddingRequestDoc,
     EmbeddingResponseDoc,
     ErrorDoc,
+    embedding_response,
     parse_embedding_request,
 )
 from inferopt.serve.service import Computed
@@ -111,7 +111,7 @@ async def create_embeddings(request: Request) -> Response:
         body = await _read_body(request, state.config.max_request_bytes)
         parsed = parse_embedding_request(
             body,
-            max_items=state.config.max_items,
+            max_items=state.config.items_per_request,
             dim=ready.dim,
             model_ok=ready.model.answers_to,
             model_name=ready.model.name,
@@ -211,7 +211,8 @@ def _render(
     request: Request, ready: Ready, parsed: EmbeddingRequest, results: list[Computed], started: float, decoded: float
 ) -> Response:
     post_started = time.perf_counter()
-    payload = _payload(ready.model.name, parsed.encoding_format, results)
+    vectors = [c.embedding.vector for c in results]
+    payload = embedding_response(ready.model.name, parsed.encoding_format, vectors, _tokens(results))
     encode_started = time.perf_counter()
     content = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     finished = time.perf_counter()
@@ -231,30 +232,12 @@ def _render(
         headers["x-truncated-inputs"] = str(truncated)
     request.scope[LOG_FIELDS] = {
         "items": len(results),
-        "tokens": payload["usage"]["prompt_tokens"],
+        "tokens": _tokens(results),
         "cached": sum(c.source != "model" for c in results),
         "queue_ms": round(timings["queue"] * 1000, 3),
         "inference_ms": round(timings["inference"] * 1000, 3),
     }
     return Response(content, headers=headers, media_type="application/json")
-
-
-def _payload(model_name: str, encoding_format: str, results: list[Computed]) -> dict[str, Any]:
-    if encoding_format == "base64":
-        # OpenAI's base64 format: the little-endian float32 bytes of each vector.
-        data = [
-            _item(i, base64.b64encode(c.embedding.vector.astype("<f4", copy=False).tobytes()).decode())
-            for i, c in enumerate(results)
-        ]
-    else:
-        data = [_item(i, c.embedding.vector) for i, c in enumerate(results)]  # orjson writes numpy arrays
-    tokens = sum(c.embedding.tokens for c in results)
-    return {
-        "object": "list",
-        "data": data,
-        "model": model_name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
 
 
 def _timing_headers(timings: dict[str, float]) -> dict[str, str]:
@@ -266,5 +249,5 @@ def _timing_headers(timings: dict[str, float]) -> dict[str, str]:
     }
 
 
-def _item(index: int, embedding: object) -> dict[str, object]:
-    return {"object": "embedding", "index": index, "embedding": embedding}
+def _tokens(results: list[Computed]) -> int:
+    return sum(c.embedding.tokens for c in results)

@@ -37,7 +37,10 @@ class CachedEmbedding:
         return _HEADER.pack(self.tokens, self.truncated) + self.vector.astype("<f4", copy=False).tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> CachedEmbedding:
+    def from_bytes(cls, data: bytes, dim: int) -> CachedEmbedding:
+        """Decode what to_bytes wrote; ValueError for anything else (a foreign or damaged value under our key)."""
+        if len(data) != _HEADER.size + 4 * dim:
+            raise ValueError(f"{len(data)} bytes, not the {_HEADER.size + 4 * dim} of a {dim}-dim entry")
         tokens, truncated = _HEADER.unpack_from(data)
         vector = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).astype(np.float32)
         return cls(vector, tokens, bool(truncated))

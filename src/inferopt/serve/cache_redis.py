@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from inferopt.serve.cache import CachedEmbedding
@@ -34,6 +35,7 @@ class RedisTier:
         url: str,
         ttl_s: int,
         metrics: ServeMetrics,
+        dim: int,
         *,
         timeout_s: float = 0.25,
         retry_every_s: float = 1.0,
@@ -46,6 +48,7 @@ class RedisTier:
         self.url = redacted(url)
         self.ttl_s = ttl_s
         self.metrics = metrics
+        self.dim = dim
         self.timeout_s = timeout_s
         self.retry_every_s = retry_every_s
         self._clock = clock
@@ -86,10 +89,22 @@ class RedisTier:
             self.metrics.cache(TIER, "error", len(keys))
             return {}
         self._mark_up()
-        # decode_responses is off, so values are bytes (or None for a miss).
-        found = {k: CachedEmbedding.from_bytes(v) for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)}
+        found = self._decode(keys, values)
         self.metrics.cache(TIER, "hit", len(found))
         self.metrics.cache(TIER, "miss", len(keys) - len(found))
+        return found
+
+    def _decode(self, keys: list[str], values: Sequence[object]) -> dict[str, CachedEmbedding]:
+        """Entries by key. decode_responses is off, so values are bytes, or None for a miss. A value that is not
+        an entry of this model (written by something else, or damaged) is a miss: the fresh result replaces it."""
+        found = {}
+        for key, value in zip(keys, values, strict=True):
+            if not isinstance(value, bytes):
+                continue
+            try:
+                found[key] = CachedEmbedding.from_bytes(value, self.dim)
+            except (ValueError, struct.error) as exc:
+                log.warning("Redis cache at %s: ignoring the value under %s (%s)", self.url, key, exc)
         return found
 
     def put(self, key: str, entry: CachedEmbedding) -> None:
@@ -123,7 +138,15 @@ class RedisTier:
         await self._client.aclose()
 
     def _should_try(self) -> bool:
-        return self._up or self._clock() >= self._next_try
+        """While Redis is down, one caller per retry period probes it; the rest go straight to the model
+        instead of each waiting up to timeout_s on the same dead socket."""
+        if self._up:
+            return True
+        now = self._clock()
+        if now < self._next_try:
+            return False
+        self._next_try = now + self.retry_every_s  # this caller is the probe
+        return True
 
     def _mark_down(self, exc: BaseException) -> None:
         self._next_try = self._clock() + self.retry_every_s

@@ -42,7 +42,9 @@ def serve_command(
     ),
     max_batch_tokens: Annotated[int, _opt("Most padded tokens per batch", "max_batch_tokens")] = _D.max_batch_tokens,
     max_queue: Annotated[int, _opt("Most items waiting; beyond it requests get 429", "max_queue")] = _D.max_queue,
-    max_items: Annotated[int, _opt("Most inputs in one request (else 413)", "max_items")] = _D.max_items,
+    max_items: Annotated[
+        int | None, _opt("Most inputs in one request, else 413 (default: 2048, or --max-queue if lower)", "max_items")
+    ] = None,
     max_request_bytes: Annotated[int, _opt("Largest request body (else 413)", "max_request_bytes")] = (
         _D.max_request_bytes
     ),
@@ -125,7 +127,8 @@ def run_server(app: FastAPI, config: ServeConfig, *, sock: socket.socket | None 
         lifespan="on",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=int(config.drain_timeout_s),
+        # Not rounded to an int as uvicorn's hint says: it reaches asyncio.wait_for, which takes fractions.
+        timeout_graceful_shutdown=config.drain_timeout_s,  # type: ignore[arg-type]
         server_header=False,
     )
     server = DrainingServer(uv_config)

@@ -15,6 +15,7 @@ from inferopt.errors import InputError
 CACHE_OFF = "off"
 CACHE_MEMORY = "memory"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+OPENAI_MAX_ITEMS = 2048  # OpenAI's embeddings API takes at most this many inputs per request
 
 
 def env_var(field: str) -> str:
@@ -31,7 +32,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     max_batch_tokens: int = 16384  # padded tokens (rows x longest row) per batch
     max_queue: int = 4096  # items waiting for a runtime worker
-    max_items: int = 2048  # inputs in one request (OpenAI's own limit)
+    max_items: int | None = None  # inputs in one request; None: OpenAI's own limit, 2048, or --max-queue if lower
     max_request_bytes: int = 4 * 1024 * 1024
     timeout_ms: int = 30_000
     cache: str = CACHE_MEMORY  # memory | off | redis://HOST:PORT/DB
@@ -52,12 +53,17 @@ class ServeConfig:
         for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")
-        if self.max_items > self.max_queue:
+        if self.max_items is not None and self.max_items > self.max_queue:
             raise InputError(
                 f"--max-items {self.max_items} exceeds --max-queue {self.max_queue}: such a request could never fit",
                 "lower --max-items or raise --max-queue",
             )
         parse_cache(self.cache)
+
+    @property
+    def items_per_request(self) -> int:
+        """The most inputs one request may carry: never more than the queue holds, or it could never fit."""
+        return self.max_items if self.max_items is not None else min(OPENAI_MAX_ITEMS, self.max_queue)
 
     @property
     def cache_enabled(self) -> bool:

@@ -8,10 +8,12 @@ that is what lets malformed JSON be a 400 rather than a 422, each message name t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +58,23 @@ def parse_embedding_request(
     if dimensions is not None and (type(dimensions) is not int or dimensions != dim):
         raise InvalidField(f"dimensions must be {dim} for this model, got {dimensions!r}", param="dimensions")
     return EmbeddingRequest(texts, encoding)
+
+
+def embedding_response(
+    model_name: str, encoding_format: str, vectors: Sequence[np.ndarray], tokens: int
+) -> dict[str, Any]:
+    """The /v1/embeddings response body, ready for orjson (OPT_SERIALIZE_NUMPY writes the float vectors)."""
+    if encoding_format == "base64":
+        # OpenAI's base64 format: the little-endian float32 bytes of each vector.
+        embeddings: list[object] = [base64.b64encode(v.astype("<f4", copy=False).tobytes()).decode() for v in vectors]
+    else:
+        embeddings = list(vectors)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
+        "model": model_name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _parse_input(value: object, present: bool, max_items: int) -> list[str]:

@@ -90,7 +90,7 @@ class EmbeddingService:
     async def _resolve(self, misses: list[_Miss], deadline: float) -> None:
         """Settle each miss's flight from Redis, or queue it in the batcher. Never leaves a flight hanging."""
         try:
-            misses = await self._from_redis(misses)
+            misses, lookup_s = await self._from_redis(misses)
             if not misses:
                 return
             started = time.perf_counter()
@@ -107,12 +107,13 @@ class EmbeddingService:
         for miss, item, cut in zip(misses, items, truncated, strict=True):
             miss.flight.item = item
             item.extend_deadline(miss.flight.deadline)  # a follower that joined while we tokenized
-            done = partial(self._landed, miss, item.tokens, cut, tokenize_s)
+            done = partial(self._landed, miss, item.tokens, cut, lookup_s, tokenize_s)
             item.future.add_done_callback(partial(_call_on_loop, loop, done))
 
-    async def _from_redis(self, misses: list[_Miss]) -> list[_Miss]:
+    async def _from_redis(self, misses: list[_Miss]) -> tuple[list[_Miss], float]:
+        """The misses Redis did not have either, and the time the look-up took (a miss pays it too)."""
         if self.redis is None:
-            return misses
+            return misses, 0.0
         started = time.perf_counter()
         found = await self.redis.get_many([m.key for m in misses if m.key is not None])
         lookup_s = time.perf_counter() - started
@@ -125,7 +126,7 @@ class EmbeddingService:
             if self.memory is not None and miss.key is not None:
                 self.memory.put(miss.key, entry)
             self.flights.land(miss.key, miss.flight, Computed(entry, "redis", lookup_s=lookup_s))
-        return rest
+        return rest, lookup_s
 
     def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Runs in the tokenizer pool. A text is cut only if it reached max_length; only those get the
@@ -138,7 +139,15 @@ class EmbeddingService:
         ]
         return ids, cut
 
-    def _landed(self, miss: _Miss, tokens: int, truncated: bool, tokenize_s: float, future: Future[ItemResult]) -> None:
+    def _landed(
+        self,
+        miss: _Miss,
+        tokens: int,
+        truncated: bool,
+        lookup_s: float,
+        tokenize_s: float,
+        future: Future[ItemResult],
+    ) -> None:
         """On the event loop, when the batcher finished the item: fill the caches, release the waiters."""
         error = DeadlineExceeded("cancelled") if future.cancelled() else future.exception()
         if error is not None:
@@ -151,7 +160,7 @@ class EmbeddingService:
                 self.memory.put(miss.key, entry)
             if self.redis is not None:
                 self.redis.put(miss.key, entry)
-        computed = Computed(entry, "model", 0.0, tokenize_s, result.queue_s, result.inference_s)
+        computed = Computed(entry, "model", lookup_s, tokenize_s, result.queue_s, result.inference_s)
         self.flights.land(miss.key, miss.flight, computed)
 
 

@@ -102,11 +102,13 @@ class ServerState:
         self.metrics.track_queue_depth(lambda: batcher.depth)
         # Tokenization is short Rust work that releases the GIL: a few threads keep it off the event loop.
         self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="inferopt-tokenize")
-        keys, memory, redis = await self._caches(model)
+        keys, memory, redis = await self._caches(model, dim)
         service = EmbeddingService(model, batcher, self.metrics, self._pool, keys=keys, memory=memory, redis=redis)
         return Ready(model, policy, dim, service)
 
-    async def _caches(self, model: ServingModel) -> tuple[CacheKeys | None, MemoryLRU | None, RedisTier | None]:
+    async def _caches(
+        self, model: ServingModel, dim: int
+    ) -> tuple[CacheKeys | None, MemoryLRU | None, RedisTier | None]:
         config = self.config
         if not config.cache_enabled:
             return None, None, None
@@ -114,7 +116,7 @@ class ServerState:
         memory = MemoryLRU(int(config.cache_memory_mb * 1024 * 1024))
         redis = None
         if config.redis_url is not None:
-            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics)
+            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, dim)
             await redis.check()
         return keys, memory, redis
 

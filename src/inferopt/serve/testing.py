@@ -175,7 +175,6 @@ def main(argv: list[str] | None = None) -> None:
         max_queue=args.max_queue,
         cache=args.cache,
         drain_timeout_s=10,
-        max_items=min(ServeConfig.max_items, args.max_queue),
     )
     model = fake_model(delay_s=args.delay_ms / 1000, sessions=args.sessions)
     run_server(create_app(config, model), config)

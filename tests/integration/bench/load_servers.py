@@ -93,11 +93,17 @@ class Timed(Behaviour):
             "encode": 0.0005,
         }
     )
+    unreported_s: float = 0.0  # time spent in no named stage: it shows only in the server's total
+    fail_after: int | None = None  # answer 503 from this request on
     n: int = 0
 
     def handle(self, loop: asyncio.AbstractEventLoop, body: bytes, respond: Respond) -> None:
         self.n += 1
+        if self.fail_after is not None and self.n > self.fail_after:
+            respond(503, b'{"error":{"message":"draining"}}', {})
+            return
         started = time.perf_counter()
+        time.sleep(self.unreported_s)
         spent = {}
         for stage, seconds in self.stages_s.items():
             t0 = time.perf_counter()

@@ -32,6 +32,27 @@ def test_stages_sum_to_the_client_total_within_5_percent(serve) -> None:
     assert rows["inference"]["typical_share"] == pytest.approx(3.0 / 7.5, abs=0.1)
 
 
+def test_time_the_server_leaves_unnamed_lowers_the_ratio(serve) -> None:
+    """The ratio is not 1 by construction: 3 ms of the server's 10.5 ms in no named stage shows as ~0.7."""
+    result = profile_url(serve(Timed(unreported_s=0.003)).url, TEXTS, 60, warmup=5)
+    assert result.stage_sum_ratio() < 0.8
+    rows = {row["stage"]: row for row in result.breakdown()}
+    assert 3.0 <= rows[SERVER_OTHER]["p50_ms"] < 4.0
+
+
+def test_a_server_that_starts_failing_gives_a_labelled_partial_profile(serve) -> None:
+    result = profile_url(serve(Timed(fail_after=30)).url, TEXTS, 100, warmup=5)
+    assert result.requests == 25
+    assert result.partial is not None and "stopped after 25 of 100 requests" in result.partial
+    assert "answered 503" in result.partial
+    assert result.to_dict()["partial"] == result.partial
+
+
+def test_a_server_failing_from_the_start_is_a_clear_error(serve) -> None:
+    with pytest.raises(InputError, match="answered 503"):
+        profile_url(serve(Timed(fail_after=0)).url, TEXTS, 10, warmup=0)
+
+
 def test_a_server_without_server_timing_is_a_clear_error(serve) -> None:
     server = serve(Behaviour())
     with pytest.raises(InputError, match="sent no Server-Timing header"):

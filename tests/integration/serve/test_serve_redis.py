@@ -87,6 +87,21 @@ def test_redis_tier_shares_entries_across_servers_with_ttl(tokenizer: TextTokeni
         np.testing.assert_array_equal(np.asarray(item["embedding"], np.float32), fake_embedding(tokenizer, text))
 
 
+def test_a_foreign_value_under_our_key_is_a_miss_and_gets_replaced(
+    tokenizer: TextTokenizer, shared_redis: redis.Redis
+) -> None:
+    keys = CacheKeys(FAKE_ARTIFACT_ID, tokenizer_normalizer(tokenizer.path))
+    shared_redis.set(keys("alpha"), b"not an embedding")
+    config = ServeConfig(cache=SHARED_REDIS, access_log=False)
+    with ServerThread(fake_model(tokenizer=tokenizer), config) as server, httpx.Client(base_url=server.url) as client:
+        response = post(client, ["alpha"])
+        assert response.status_code == 200
+        vector = np.asarray(response.json()["data"][0]["embedding"], np.float32)
+        np.testing.assert_array_equal(vector, fake_embedding(tokenizer, "alpha"))
+        assert metric(client, 'inferopt_cache_requests_total{result="miss",tier="redis"}') == 1
+        wait_until(lambda: shared_redis.get(keys("alpha")) != b"not an embedding", timeout_s=5, what="overwrite")
+
+
 def test_server_survives_redis_stopping_and_reconnects(
     tokenizer: TextTokenizer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,16 @@ def test_an_entry_larger_than_the_whole_cache_is_not_kept() -> None:
 
 def test_entry_bytes_round_trip_exactly() -> None:
     original = CachedEmbedding(np.random.default_rng(0).standard_normal(384).astype(np.float32), 17, True)
-    restored = CachedEmbedding.from_bytes(original.to_bytes())
+    restored = CachedEmbedding.from_bytes(original.to_bytes(), 384)
     np.testing.assert_array_equal(restored.vector, original.vector)
     assert (restored.tokens, restored.truncated, restored.vector.dtype) == (17, True, np.float32)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:-4], lambda b: b + b"\0", lambda b: b"hello"])
+def test_bytes_of_another_shape_are_refused(damage: Callable[[bytes], bytes]) -> None:
+    data = CachedEmbedding(np.ones(8, np.float32), 3).to_bytes()
+    with pytest.raises(ValueError, match="8-dim entry"):
+        CachedEmbedding.from_bytes(damage(data), 8)
 
 
 def test_keys_follow_the_tokenizers_normalizer_and_the_artifact(minilm_tokenizer_file: Path) -> None:
@@ -99,3 +107,18 @@ def test_single_flight_failure_reaches_waiters_and_is_not_left_unretrieved() -> 
         flights.land(None, unkeyed, error=ValueError("nobody waits"))  # must not log "never retrieved"
 
     asyncio.run(scenario())
+
+
+def test_a_down_redis_is_probed_by_one_caller_per_retry_period() -> None:
+    from inferopt.serve.cache_redis import RedisTier
+    from inferopt.serve.metrics import ServeMetrics
+
+    now = [100.0]
+    tier = RedisTier("redis://127.0.0.1:1/0", 60, ServeMetrics(), 8, retry_every_s=1.0, clock=lambda: now[0])
+    assert tier._should_try()  # up: everyone goes to Redis
+    tier._mark_down(ConnectionError("refused"))
+    assert not tier.up and not tier._should_try()
+    now[0] += 1.0
+    assert [tier._should_try() for _ in range(5)] == [True, False, False, False, False]
+    now[0] += 1.0
+    assert tier._should_try()

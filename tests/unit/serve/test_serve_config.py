@@ -33,6 +33,12 @@ def test_bad_settings_are_one_line_errors(kwargs: dict[str, object], message: st
     assert "\n" not in str(refused.value)
 
 
+def test_items_per_request_follows_a_small_queue_unless_set() -> None:
+    assert ServeConfig().items_per_request == 2048
+    assert ServeConfig(max_queue=1000).items_per_request == 1000  # --max-queue alone must not be refused
+    assert ServeConfig(max_queue=1000, max_items=10).items_per_request == 10
+
+
 def test_cache_modes() -> None:
     assert ServeConfig().cache_enabled and ServeConfig().redis_url is None
     assert not ServeConfig(cache="off").cache_enabled
