@@ -41,6 +41,9 @@ def serve_command(
         _D.max_wait_ms
     ),
     max_batch_tokens: Annotated[int, _opt("Most padded tokens per batch", "max_batch_tokens")] = _D.max_batch_tokens,
+    max_padding: Annotated[
+        float, _opt("Most share of a batch's tokens that may be padding (1: no limit)", "max_padding")
+    ] = _D.max_padding,
     max_queue: Annotated[int, _opt("Most items waiting; beyond it requests get 429", "max_queue")] = _D.max_queue,
     max_items: Annotated[
         int | None, _opt("Most inputs in one request, else 413 (default: 2048, or --max-queue if lower)", "max_items")
@@ -68,6 +71,7 @@ def serve_command(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_batch_tokens=max_batch_tokens,
+        max_padding=max_padding,
         max_queue=max_queue,
         max_items=max_items,
         max_request_bytes=max_request_bytes,

@@ -31,6 +31,7 @@ class ServeConfig:
     max_batch: int | None = None  # None: the artifact's benchmarked batch size
     max_wait_ms: float = 5.0
     max_batch_tokens: int = 16384  # padded tokens (rows x longest row) per batch
+    max_padding: float = 0.2  # most share of a batch's padded tokens that may be padding (1: no limit)
     max_queue: int = 4096  # items waiting for a runtime worker
     max_items: int | None = None  # inputs in one request; None: OpenAI's own limit, 2048, or --max-queue if lower
     max_request_bytes: int = 4 * 1024 * 1024
@@ -53,6 +54,8 @@ class ServeConfig:
         for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")
+        if not 0.0 <= self.max_padding <= 1.0:
+            raise InputError(f"--max-padding {self.max_padding} is not a share", "give a value from 0 to 1")
         if self.max_items is not None and self.max_items > self.max_queue:
             raise InputError(
                 f"--max-items {self.max_items} exceeds --max-queue {self.max_queue}: such a request could never fit",

@@ -71,6 +71,7 @@ def batch_policy(config: ServeConfig, model: ServingModel) -> BatchPolicy:
         # A single longest input must always fit, whatever the flag says.
         max_tokens=max(config.max_batch_tokens, model.max_length),
         max_queue=config.max_queue,
+        max_padding=config.max_padding,
     )
 
 

@@ -57,7 +57,7 @@ def serve() -> ServeFactory:
     async def served(
         source: ModelSource | ServingModel, *, wait_ready: bool = True, **config: object
     ) -> AsyncIterator[Served]:
-        app = create_app(ServeConfig(access_log=False, **config), source)
+        app = create_app(ServeConfig(**({"access_log": False} | config)), source)  # type: ignore[arg-type]
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://inferopt.test") as client:

@@ -170,6 +170,18 @@ async def test_not_ready_until_loaded_and_warm(serve, tokenizer: TextTokenizer) 
     assert ready.status_code == 200 and accepted.status_code == 200
 
 
+async def test_every_session_runs_every_warm_up_shape_before_ready(serve, tokenizer: TextTokenizer) -> None:
+    from inferopt.serve.model import warmup_shapes
+
+    model = fake_model(tokenizer=tokenizer, sessions=2, batch_size=8)
+    async with serve(model) as served:
+        assert (await served.client.get("/health/ready")).status_code == 200
+        shapes = warmup_shapes(served.state.require_ready().policy, 256)
+        assert shapes == [(1, 16), (8, 16), (8, 256)]
+        for backend in model.backends:
+            assert backend.calls == [rows for rows, _ in shapes]  # type: ignore[attr-defined]
+
+
 async def test_a_model_that_fails_to_load_is_reported(serve) -> None:
     def broken():
         raise OSError("model.onnx: cannot read")
@@ -204,6 +216,25 @@ async def test_a_model_failure_is_a_500_that_leaks_nothing(serve, tokenizer: Tex
     assert request_id in message and "fail" not in message and "token" not in message
     assert any(request_id in r.getMessage() and "told to fail" in str(r.exc_info[1]) for r in caplog.records)
     assert fine.status_code == 200  # the good item of the failed request was computed and cached meanwhile
+
+
+async def test_each_request_gets_one_json_access_log_line_with_its_request_id(
+    serve, tokenizer: TextTokenizer, caplog
+) -> None:
+    import orjson
+
+    async with serve(fake_model(tokenizer=tokenizer), access_log=True) as served:
+        with caplog.at_level(logging.INFO, logger="inferopt.access"):
+            ok = await served.client.post("/v1/embeddings", json={"input": ["one", "two"]})
+            bad = await served.client.post("/v1/embeddings", json={"input": []}, headers={"x-request-id": "trace-7"})
+    lines = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inferopt.access"]
+    by_id = {line["request_id"]: line for line in lines}
+    assert set(by_id) == {ok.headers["x-request-id"], "trace-7"} and bad.headers["x-request-id"] == "trace-7"
+    line = by_id[ok.headers["x-request-id"]]
+    fields = (line["method"], line["path"], line["status"], line["items"], line["tokens"], line["cached"])
+    assert fields == ("POST", "/v1/embeddings", 200, 2, 6, 0)  # 6 tokens: [CLS] word [SEP], twice
+    assert line["ms"] > 0 and {"ts", "client", "queue_ms", "inference_ms"} <= set(line)
+    assert by_id["trace-7"]["status"] == 422
 
 
 async def test_metrics_use_the_design_names(serve, tokenizer: TextTokenizer) -> None:

@@ -22,6 +22,7 @@ from inferopt.tasks.text_embedding import TextTokenizer
         ({"max_queue": 0}, "--max-queue 0 must be at least 1"),
         ({"port": 70000}, "--port 70000 is not a TCP port"),
         ({"max_wait_ms": -1}, "--max-wait-ms -1 is negative"),
+        ({"max_padding": 1.5}, "--max-padding 1.5 is not a share"),
         ({"max_items": 10, "max_queue": 5}, "--max-items 10 exceeds --max-queue 5"),
         ({"cache": "memcached://x"}, "--cache 'memcached://x' is not understood"),
         ({"cache": "redis://127.0.0.1:6379/zero"}, "the database 'zero' is not a number"),
