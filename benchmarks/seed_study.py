@@ -7,10 +7,11 @@ Rows (one run, one machine, the 3,000 STS-B dev sentences in file order):
 Columns: p50/p95/p99 latency (per request for single rows, per batch call for batched rows), throughput,
 size, mean and min cosine to PyTorch FP32, STS-B dev Spearman x100.
 
-    python benchmarks/seed_study.py [--artifact DIR] [--rounds 3] [--json OUT]
+    python benchmarks/seed_study.py [--artifact DIR] [--out DIR] [--rounds 3] [--json OUT]
 
 Without --artifact it first runs `inferopt optimize` on STS-B dev with the study's accuracy bar as budget
-(mean cosine >= 0.995, min >= 0.98, Spearman drop <= 0.2).
+(mean cosine >= 0.995, min >= 0.98, Spearman drop <= 0.2), into --out (default build/bench/optimized), where
+the artifact stays for benchmarks/serve.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +41,7 @@ from inferopt.hardware import cpu_info, environment, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 STSB = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-dev.csv"
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the full table
 
 
 @dataclass
@@ -278,6 +280,9 @@ def print_table(summary: list[dict], limit: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", type=Path, help="an optimized artifact (default: run optimize first)")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "build" / "bench" / "optimized", help="where optimize writes (with --force)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed passes per row (PyTorch single: 1)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -287,7 +292,7 @@ def main() -> None:
 
     model_dir = default_model_dir()
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = args.artifact or build_artifact(Path(tmp) / "optimized")
+        artifact = args.artifact or build_artifact(args.out)
         rows = make_rows(model_dir, artifact, Path(tmp), TEXTS)
         for round_no in range(args.rounds):
             for row, run, repeat in rows:
@@ -298,6 +303,7 @@ def main() -> None:
     limit = physical_limit(model_dir, TEXTS)
     print_table(summary, limit)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
                 {

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from load_servers import Behaviour
+from load_servers import Behaviour, Capacity
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
@@ -42,3 +42,23 @@ def test_closed_loop_command_is_labelled(serve, texts_file, monkeypatch, capsys)
     printed = capsys.readouterr().out
     assert code == 0
     assert "closed-loop load" in printed and "CLOSED LOOP" in printed and "2 connections" in printed
+
+
+def test_find_peak_command_prints_the_curve_and_writes_chart_and_json(
+    serve, texts_file, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A server that serves at most 1,000 req/s: 400 and 800 pass, 1,600 and 1,200 build a backlog and fail."""
+    server = serve(Capacity(per_second=1000))
+    plot, out = tmp_path / "peak.html", tmp_path / "peak.json"
+    code = run_cli(monkeypatch, "load", server.url, "--find-peak", "--slo-p99-ms", "50", "--rate", "400",
+                   "--tolerance", "0.5", "--arrival", "constant", "--duration", "1", "--warmup", "0.3",
+                   "--timeout", "2", "--inputs", texts_file, "--plot", str(plot), "--json", str(out))  # fmt: skip
+    data = json.loads(out.read_text(encoding="utf-8"))
+    if data["limited_by"] is not None and "generator" in data["limited_by"]:
+        pytest.skip(f"this machine is too busy to send on schedule right now: {data['limited_by']}")
+    assert code == 0
+    assert [c["rate"] for c in data["curve"]] == [400, 800, 1200, 1600]
+    assert [c["passed"] for c in data["curve"]] == [True, True, False, False]
+    assert data["peak_rate"] == 800 and data["slo_p99_ms"] == 50
+    assert "Peak: 800.0 req/s with p99 <= 50 ms" in capsys.readouterr().out
+    assert "data:image/png;base64," in plot.read_text(encoding="utf-8")

@@ -102,6 +102,23 @@ def test_a_foreign_value_under_our_key_is_a_miss_and_gets_replaced(
         wait_until(lambda: shared_redis.get(keys("alpha")) != b"not an embedding", timeout_s=5, what="overwrite")
 
 
+def test_a_redis_that_is_not_there_at_startup_is_a_warning_not_a_failure(
+    tokenizer: TextTokenizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ServeConfig(cache=f"redis://127.0.0.1:{free_port()}/0", access_log=False)  # nothing listens there
+    caplog.set_level(logging.WARNING, logger="inferopt.serve")
+    with ServerThread(fake_model(tokenizer=tokenizer), config) as server, httpx.Client(base_url=server.url) as client:
+        assert client.get("/health/ready").status_code == 200
+        response = post(client, ["served without redis"])
+        assert response.status_code == 200
+        np.testing.assert_array_equal(
+            np.asarray(response.json()["data"][0]["embedding"], np.float32),
+            fake_embedding(tokenizer, "served without redis"),
+        )
+        assert metric(client, "inferopt_cache_redis_up") == 0
+    assert any("is unreachable" in r.getMessage() for r in caplog.records if r.name == "inferopt.serve")
+
+
 def test_server_survives_redis_stopping_and_reconnects(
     tokenizer: TextTokenizer, caplog: pytest.LogCaptureFixture
 ) -> None:

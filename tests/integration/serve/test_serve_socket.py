@@ -109,10 +109,11 @@ def test_work_past_its_deadline_still_fills_the_cache(tokenizer: TextTokenizer) 
     backend: FakeBackend = model.backends[0]
     config = ServeConfig(timeout_ms=100, access_log=False)
     with ServerThread(model, config) as server, httpx.Client(base_url=server.url, timeout=10) as client:
-        slow(0.3, backend)
+        slow(1.0, backend)
         backend.calls.clear()
         assert embed(client, "slow to compute").status_code == 504  # --timeout-ms, no header
-        assert embed(client, "slow to compute", **{"x-request-timeout-ms": "60000"}).status_code in (200, 504)
+        # Still computing (1 s): a header asking for 60 s gets the server's 100 ms all the same.
+        assert embed(client, "slow to compute", **{"x-request-timeout-ms": "60000"}).status_code == 504
         wait_until(lambda: embed(client, "slow to compute").status_code == 200, timeout_s=5, what="cache hit")
     assert backend.calls == [1]  # computed once; the header cannot loosen the server's 100 ms
 
@@ -148,7 +149,9 @@ def test_sigterm_drains_in_flight_work_and_refuses_new(tmp_path: Path) -> None:
             process.kill()
     assert answered.status_code == 200 and len(answered.json()["data"][0]["embedding"]) == 384
     assert refused in (503, "ConnectError", "RemoteProtocolError", "ReadError")
-    assert process.returncode in (0, -signal.SIGTERM), stderr
+    # A new request is refused either way: uvicorn closes its listening socket first (a connection error), or
+    # the app answers 503 while draining (asserted in-process in test_serve_app). The exit is clean.
+    assert process.returncode == 0, stderr
     assert "draining" in stderr
 
 
