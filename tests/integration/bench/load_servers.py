@@ -103,7 +103,8 @@ class Timed(Behaviour):
             respond(503, b'{"error":{"message":"draining"}}', {})
             return
         started = time.perf_counter()
-        time.sleep(self.unreported_s)
+        if self.unreported_s:  # even sleep(0) costs a system call: ~0.1 ms unaccounted
+            time.sleep(self.unreported_s)
         spent = {}
         for stage, seconds in self.stages_s.items():
             t0 = time.perf_counter()

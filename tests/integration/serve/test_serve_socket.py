@@ -150,8 +150,10 @@ def test_sigterm_drains_in_flight_work_and_refuses_new(tmp_path: Path) -> None:
     assert answered.status_code == 200 and len(answered.json()["data"][0]["embedding"]) == 384
     assert refused in (503, "ConnectError", "RemoteProtocolError", "ReadError")
     # A new request is refused either way: uvicorn closes its listening socket first (a connection error), or
-    # the app answers 503 while draining (asserted in-process in test_serve_app). The exit is clean.
-    assert process.returncode == 0, stderr
+    # the app answers 503 while draining (asserted in-process in test_serve_app).
+    # The shutdown is clean; uvicorn then re-raises the SIGTERM it caught, so the exit status may say so.
+    assert process.returncode in (0, -signal.SIGTERM), stderr
+    assert "Application shutdown complete" in stderr and "Traceback" not in stderr
     assert "draining" in stderr
 
 
