@@ -48,24 +48,31 @@ def builtin_corpus() -> EvalData:
     return EvalData("built-in corpus", tuple(line for line in text.splitlines() if line.strip()))
 
 
-def load_eval_data(path: Path | None) -> EvalData:
-    if path is None:
-        return builtin_corpus()
+def read_text_file(path: Path, flag: str, what: str, kinds: str) -> str:
+    """A UTF-8 text file with something in it, or a one-line error naming `what` (e.g. "Data file") and the
+    `flag` it came from; `kinds` says which files the flag takes."""
     if not path.exists():
-        raise InputError(f"Data file {path} does not exist", "check the --data path")
+        raise InputError(f"{what} {path} does not exist", f"check the {flag} path")
     if path.is_dir():
-        raise InputError(f"--data {path} is a directory", "pass a .txt, .csv, .tsv or .jsonl file")
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(
-            f"Data file {path} has unsupported type {suffix or '(none)'}", f"use one of {', '.join(SUPPORTED_SUFFIXES)}"
-        )
+        raise InputError(f"{flag} {path} is a directory", f"pass {kinds}")
     try:
         content = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read data file {path} ({exc})", "give a readable UTF-8 file") from exc
+        raise InputError(f"Cannot read {what.lower()} {path} ({exc})", "give a readable UTF-8 file") from exc
     if not content.strip():
-        raise InputError(f"Data file {path} is empty", "give at least one text")
+        raise InputError(f"{what} {path} is empty", "give at least one text")
+    return content
+
+
+def load_eval_data(path: Path | None) -> EvalData:
+    if path is None:
+        return builtin_corpus()
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix not in SUPPORTED_SUFFIXES:
+        raise InputError(
+            f"Data file {path} has unsupported type {suffix or '(none)'}", f"use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    content = read_text_file(path, "--data", "Data file", "a .txt, .csv, .tsv or .jsonl file")
     if suffix == ".txt":
         data = EvalData(path.name, tuple(line for line in content.splitlines() if line.strip()))
     elif suffix == ".jsonl":

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 from inferopt.bench.peak import PeakResult
 from inferopt.bench.profile import ProfileResult
 from inferopt.errors import InputError
+from inferopt.report.plots import new_figure, png_bytes
 
 CHART_SUFFIXES = (".png", ".html")
 
@@ -21,27 +21,8 @@ def check_chart_path(path: Path) -> None:
         raise InputError(f"Cannot write a chart to {path}", f"give a file ending in {' or '.join(CHART_SUFFIXES)}")
 
 
-def _figure() -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(8, 4.8), dpi=110)
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def latency_vs_load(peak: PeakResult) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure((8, 4.8))
     steps = sorted(peak.steps, key=lambda s: s.rate)
     rates = [s.rate for s in steps]
     for key, style in (("p50", "o-"), ("p90", "s--"), ("p99", "^-")):
@@ -60,12 +41,12 @@ def latency_vs_load(peak: PeakResult) -> bytes:
     ax.set_ylabel("latency from intended send (ms)")
     ax.set_title("Latency vs load (x = step over the SLO)")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def stage_bars(profile: ProfileResult) -> bytes:
     """Stacked bars: the typical request and, when there are enough requests, the slow (p99+) one."""
-    fig, ax = _figure()
+    fig, ax = new_figure((8, 4.8))
     rows = profile.breakdown()
     bars = [("typical (p40-p60)", "typical_ms")]
     if rows and rows[0]["slow_ms"] is not None:
@@ -78,7 +59,7 @@ def stage_bars(profile: ProfileResult) -> bytes:
     ax.set_ylabel("ms per request")
     ax.set_title(f"Where a request's time goes: {profile.source}")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_chart(png: bytes, path: Path, title: str, table: list[dict[str, Any]]) -> Path:

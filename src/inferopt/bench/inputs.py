@@ -45,16 +45,9 @@ def _builtin_corpus() -> list[str]:
 
 
 def _read_file(path: Path) -> list[str]:
-    if not path.exists():
-        raise InputError(f"Inputs file {path} does not exist", "check the --inputs path")
-    if path.is_dir():
-        raise InputError(f"--inputs {path} is a directory", "pass a file with one text per line, or STS format")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read inputs file {path} ({exc})", "give a readable UTF-8 text file") from exc
-    if not content.strip():
-        raise InputError(f"Inputs file {path} is empty", "give at least one text, one per line")
+    from inferopt.evaldata import read_text_file
+
+    content = read_text_file(path, "--inputs", "Inputs file", "a file with one text per line, or STS format")
     lines = content.splitlines()
     return _sts_sentences(lines) if _looks_like_sts(lines) else lines
 

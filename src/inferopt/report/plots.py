@@ -8,16 +8,18 @@ from typing import Any
 from inferopt.results import RunResult
 
 
-def _figure() -> tuple[Any, Any]:
+def new_figure(size: tuple[float, float] = (7.5, 4.5)) -> tuple[Any, Any]:
+    """A matplotlib (figure, axes) on the Agg backend: no display needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    return plt.subplots(figsize=size, dpi=110)
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -28,7 +30,7 @@ def _png(fig: Any) -> bytes:
 
 
 def accuracy_vs_throughput(result: RunResult) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     chosen = result.selection.chosen if result.selection else None
     for v in result.measured:
         x, y = v.bench.best.items_per_second, v.accuracy.fidelity.mean_cosine  # type: ignore[union-attr]
@@ -40,11 +42,11 @@ def accuracy_vs_throughput(result: RunResult) -> bytes:
     ax.set_title("Accuracy vs throughput (★ = chosen)")
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def throughput_vs_batch(result: RunResult) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for v in result.measured:
         best_per_batch: dict[int, float] = {}
         for point in v.bench.sweep:  # type: ignore[union-attr]
@@ -57,15 +59,15 @@ def throughput_vs_batch(result: RunResult) -> bytes:
     ax.set_title("Throughput vs batch size")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def latency_distribution(result: RunResult) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     measured = result.measured
     ax.boxplot([v.bench.latency_samples_ms for v in measured], whis=(1, 99), showfliers=False)  # type: ignore[union-attr]
     ax.set_xticks(range(1, len(measured) + 1), [v.name for v in measured], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("single-request latency (ms)")
     ax.set_title("Latency distribution, batch 1 (box: p25-p75, whiskers: p1-p99)")
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return png_bytes(fig)

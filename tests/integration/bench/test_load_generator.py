@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from load_servers import Behaviour, Capacity, Faulty, Stall
+from load_servers import Behaviour, Capacity, Faulty, Stall, host_timer_late
 
 from inferopt.bench.loadgen import LoadConfig, run_load
-from inferopt.bench.peak import PeakSearch, find_peak
+from inferopt.bench.peak import UNDECIDED, PeakSearch, find_peak
 from inferopt.bench.schedule import arrival_offsets
 from inferopt.errors import InputError
 
@@ -29,13 +29,26 @@ def test_open_loop_measures_a_trivial_server(serve, texts_file) -> None:
     assert server.behaviour.n == 1 + arrival_offsets(200, 4.5, "poisson", 3).size  # 1 = the preflight request
     assert result.ok == result.measured > 600 and not result.errors
     assert result.achieved_rate == pytest.approx(200, rel=0.15)
-    assert result.latency_ms["p50"] is not None and result.latency_ms["p50"] < 5.0
+    assert result.latency_ms["p50"] is not None and result.latency_ms["p50"] > 0.0
     assert result.latency_ms["p99"] is not None  # 700 measured requests: enough for a p99
     assert result.latency_ms["p99_9"] is None  # but not for a p99.9
-    # The generator kept its schedule. (Exactly where the 1% INVALID line falls depends on what else this
-    # shared 2-core machine is doing; the INVALID test below checks the line itself.)
+    assert result.dispatch_lag_ms["n"] == result.measured  # a dispatch lag for every measured request
+
+
+def test_the_generator_keeps_its_schedule_where_the_host_keeps_time(serve, texts_file) -> None:
+    """Exactly where the 1% INVALID line falls depends on what else the machine is doing (the INVALID test
+    below checks the line itself). Where the host wakes a 1 ms sleep on time, before and after the run, the
+    generator must keep its schedule too; a host that pre-empts this VM keeps no schedule at all."""
+    before = host_timer_late()
+    if before > 0.005:
+        pytest.skip(f"this host wakes {before:.1%} of 1 ms sleeps over 1 ms late: it keeps no ms schedule")
+    server = serve(Behaviour())
+    result = run_load(LoadConfig(server.url, rate=200, duration_s=4.5, warmup_s=1.0, inputs=Path(texts_file)))
+    if result.late_fraction >= 0.05 and (after := host_timer_late()) > 0.005:
+        pytest.skip(f"the host stopped keeping time during the run ({after:.1%} of 1 ms sleeps over 1 ms late)")
     assert result.dispatch_lag_ms["p50"] < 1.0
     assert result.late_fraction < 0.05
+    assert result.latency_ms["p50"] is not None and result.latency_ms["p50"] < 5.0  # a trivial server: fast
 
 
 def test_a_200ms_stall_shows_in_open_loop_p99_and_hides_in_closed_loop(serve, texts_file) -> None:
@@ -91,6 +104,8 @@ def test_find_peak_finds_the_capacity_of_the_server(serve, texts_file) -> None:
     rates = sorted(step.rate for step in peak.steps)
     assert rates[0] == 250 and any(r > capacity for r in rates)  # it grew past the capacity, then searched
     for step in peak.steps:  # a pass is a p99 within the SLO; a failure is a p99 over it, or timeouts
+        if step.reason == UNDECIDED:
+            continue  # the generator fell behind on this step (a busy host): it was run again
         p99 = step.result.latency_ms["p99"]
         assert step.passed == (p99 is not None and p99 <= 50.0 and step.result.error_fraction <= 0.01)
 
