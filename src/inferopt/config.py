@@ -32,7 +32,7 @@ class BenchPlan:
     latency_samples: int = 700  # >= 660 so that p99 exists
     batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)
     sweep_seconds: float = 0.6  # per (batch size, layout) point, after one warm pass
-    max_texts: int = 1024  # texts per throughput pass
+    max_texts: int = 512  # texts per throughput pass, spread over the eval set (a sweep point runs >= 1 pass)
 
     @classmethod
     def quick(cls) -> BenchPlan:
