@@ -28,6 +28,14 @@ def post(client: httpx.Client, texts: list[str]) -> httpx.Response:
     return client.post("/v1/embeddings", json={"input": texts})
 
 
+def assert_served_by_the_model(client: httpx.Client, tokenizer: TextTokenizer, text: str) -> None:
+    """One text in, 200 and exactly the fake model's vector for it out."""
+    response = post(client, [text])
+    assert response.status_code == 200
+    vector = np.asarray(response.json()["data"][0]["embedding"], np.float32)
+    np.testing.assert_array_equal(vector, fake_embedding(tokenizer, text))
+
+
 def metric(client: httpx.Client, prefix: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(prefix):
@@ -94,10 +102,7 @@ def test_a_foreign_value_under_our_key_is_a_miss_and_gets_replaced(
     shared_redis.set(keys("alpha"), b"not an embedding")
     config = ServeConfig(cache=SHARED_REDIS, access_log=False)
     with ServerThread(fake_model(tokenizer=tokenizer), config) as server, httpx.Client(base_url=server.url) as client:
-        response = post(client, ["alpha"])
-        assert response.status_code == 200
-        vector = np.asarray(response.json()["data"][0]["embedding"], np.float32)
-        np.testing.assert_array_equal(vector, fake_embedding(tokenizer, "alpha"))
+        assert_served_by_the_model(client, tokenizer, "alpha")
         assert metric(client, 'inferopt_cache_requests_total{result="miss",tier="redis"}') == 1
         wait_until(lambda: shared_redis.get(keys("alpha")) != b"not an embedding", timeout_s=5, what="overwrite")
 
@@ -109,12 +114,7 @@ def test_a_redis_that_is_not_there_at_startup_is_a_warning_not_a_failure(
     caplog.set_level(logging.WARNING, logger="inferopt.serve")
     with ServerThread(fake_model(tokenizer=tokenizer), config) as server, httpx.Client(base_url=server.url) as client:
         assert client.get("/health/ready").status_code == 200
-        response = post(client, ["served without redis"])
-        assert response.status_code == 200
-        np.testing.assert_array_equal(
-            np.asarray(response.json()["data"][0]["embedding"], np.float32),
-            fake_embedding(tokenizer, "served without redis"),
-        )
+        assert_served_by_the_model(client, tokenizer, "served without redis")
         assert metric(client, "inferopt_cache_redis_up") == 0
     assert any("is unreachable" in r.getMessage() for r in caplog.records if r.name == "inferopt.serve")
 
@@ -137,12 +137,7 @@ def test_server_survives_redis_stopping_and_reconnects(
 
             server_process.terminate()
             server_process.wait(10)
-            during = post(client, ["during the outage"])
-            assert during.status_code == 200
-            np.testing.assert_array_equal(
-                np.asarray(during.json()["data"][0]["embedding"], np.float32),
-                fake_embedding(tokenizer, "during the outage"),
-            )
+            assert_served_by_the_model(client, tokenizer, "during the outage")
             assert metric(client, "inferopt_cache_redis_up") == 0
             assert metric(client, 'inferopt_cache_requests_total{result="error",tier="redis"}') >= 1
             assert post(client, ["still during"]).status_code == 200
