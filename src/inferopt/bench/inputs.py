@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inferopt.errors import InputError
+from inferopt.evaldata import builtin_corpus, read_text_file
 
 STS_COLUMNS = 7  # genre, file, year, id, score, sentence1, sentence2
 
@@ -37,16 +38,12 @@ def distinct_inputs(texts: list[str], distinct: int | None) -> list[str]:
 
 def _builtin_corpus() -> list[str]:
     try:
-        from inferopt.evaldata import builtin_corpus
-
         return list(builtin_corpus().texts)
-    except (ImportError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
         raise InputError("The built-in corpus is not installed", "pass --inputs FILE (one text per line)") from exc
 
 
 def _read_file(path: Path) -> list[str]:
-    from inferopt.evaldata import read_text_file
-
     content = read_text_file(path, "--inputs", "Inputs file", "a file with one text per line, or STS format")
     lines = content.splitlines()
     return _sts_sentences(lines) if _looks_like_sts(lines) else lines

@@ -214,9 +214,8 @@ def profile_pipeline(
         if i >= warmup:
             rows.append([t1 - t0, t2 - t1, 0.0, t3 - t2, t4 - t3, t5 - t4])
             totals.append(t5 - t0)
-    result = ProfileResult("in-process", "in-process", SERVER_STAGES, np.asarray(rows), np.asarray(totals))
-    result.wall_s = time.perf_counter() - timed_from
-    return result
+    wall_s = time.perf_counter() - timed_from
+    return ProfileResult("in-process", "in-process", SERVER_STAGES, np.asarray(rows), np.asarray(totals), wall_s=wall_s)
 
 
 def profile_artifact(path: Path, texts: list[str], requests: int, *, warmup: int = 20) -> ProfileResult:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
@@ -103,7 +102,7 @@ class RedisTier:
                 continue
             try:
                 found[key] = CachedEmbedding.from_bytes(value, self.dim)
-            except (ValueError, struct.error) as exc:
+            except ValueError as exc:
                 log.warning("Redis cache at %s: ignoring the value under %s (%s)", self.url, key, exc)
         return found
 

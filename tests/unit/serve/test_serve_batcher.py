@@ -141,25 +141,24 @@ def test_token_budget_caps_padded_tokens_per_batch() -> None:
     assert seen[1:] == [(2, 80), (2, 80), (1, 40)]
 
 
-def test_an_item_that_would_make_the_batch_mostly_padding_waits_for_the_next() -> None:
+@pytest.mark.parametrize(
+    ("max_padding", "batches"),
+    [
+        # 10, 11, 9, 12 pad to 48 tokens with 6 of padding (12.5%); with 40 in, 160 tokens would be 74% padding.
+        (0.2, [(4, 48), (2, 82)]),
+        (1.0, [(6, 246)]),  # no limit: whatever is queued leaves together
+    ],
+)
+def test_an_item_that_would_make_the_batch_mostly_padding_waits_for_the_next(
+    max_padding: float, batches: list[tuple[int, int]]
+) -> None:
     backend = FakeBackend(DIM, delay_s=0.1)
-    with running([backend], max_batch=32, max_padding=0.2) as (batcher, seen):
+    with running([backend], max_batch=32, max_padding=max_padding) as (batcher, seen):
         occupy(batcher, backend)
         items = [batcher.submit([ids(n, seed=n)])[0] for n in (10, 11, 40, 9, 12, 41)]
         for item in items:
             item.future.result(timeout=5)
-    # 10, 11, 9, 12 pad to 48 tokens with 6 of padding (12.5%); with 40 in, 160 tokens would be 74% padding.
-    assert seen[1:] == [(4, 48), (2, 82)]
-
-
-def test_without_a_padding_limit_whatever_is_queued_leaves_together() -> None:
-    backend = FakeBackend(DIM, delay_s=0.1)
-    with running([backend], max_batch=32, max_padding=1.0) as (batcher, seen):
-        occupy(batcher, backend)
-        items = [batcher.submit([ids(n, seed=n)])[0] for n in (10, 11, 40, 9, 12, 41)]
-        for item in items:
-            item.future.result(timeout=5)
-    assert seen[1:] == [(6, 246)]
+    assert seen[1:] == batches
 
 
 def test_full_queue_refuses_a_whole_request_with_retry_after() -> None:
