@@ -145,7 +145,7 @@ def run_server(app: FastAPI, config: ServeConfig, *, sock: socket.socket | None 
 
 
 def configure_logging(level: str) -> None:
-    """Plain lines for the server's own logs; access-log lines are bare JSON, ready for a log pipeline."""
+    """Plain lines for the server's own logs (access-log lines are bare JSON, written by serve/access_log.py)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise InferoptError(f"--log-level {level!r} is not a level", "use debug, info, warning or error")
@@ -155,9 +155,3 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)
     root.setLevel(numeric)
-    access = logging.getLogger("inferopt.access")
-    if not access.handlers:
-        access_handler = logging.StreamHandler(sys.stderr)
-        access_handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(access_handler)
-    access.propagate = False

@@ -1,17 +1,15 @@
 """Request context as plain ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path): a request id
-on every response, the request-duration histogram by route template, and one structured access-log line."""
+on every response, the request-duration histogram by route template, and one JSON access-log line."""
 
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
+from inferopt.serve.access_log import AccessLog
 from inferopt.serve.metrics import ServeMetrics
 
 Scope = MutableMapping[str, Any]
@@ -23,7 +21,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID = "inferopt.request_id"  # scope key the handlers read the id from
 LOG_FIELDS = "inferopt.log"  # scope key handlers put extra access-log fields under
 STARTED = "inferopt.started"  # perf_counter() when the request reached the app: the start of Server-Timing total
-access_log = logging.getLogger("inferopt.access")
 
 
 _ID_PREFIX = os.urandom(4).hex()  # per process, so ids stay unique across replicas
@@ -46,10 +43,10 @@ def incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, log_requests: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics, access_log: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.log_requests = log_requests
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,18 +70,17 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if self.log_requests:
-                self._log(scope, request_id, status, time.perf_counter() - started)
+            if self.access_log is not None:
+                self._log(self.access_log, scope, request_id, status, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
         # The route template, never the raw path: a scanner probing URLs must not create label series.
         label = getattr(route, "path", None) or "unmatched"
-        self.metrics.request_duration.labels(label, str(status)).observe(seconds)
+        self.metrics.observe_request(label, status, seconds)
 
-    def _log(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
+    @staticmethod
+    def _log(access_log: AccessLog, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         client = scope.get("client")
         line: dict[str, object] = {
             "ts": round(time.time(), 3),
@@ -96,4 +92,4 @@ class RequestContext:
             "client": f"{client[0]}:{client[1]}" if client else None,
         }
         line.update(scope.get(LOG_FIELDS, {}))
-        access_log.info(orjson.dumps(line).decode())
+        access_log.write(line)

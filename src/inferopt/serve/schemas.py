@@ -61,12 +61,19 @@ def parse_embedding_request(
 
 
 def embedding_response(
-    model_name: str, encoding_format: str, vectors: Sequence[np.ndarray], tokens: int
+    model_name: str,
+    encoding_format: str,
+    vectors: Sequence[np.ndarray],
+    tokens: int,
+    float_json: Sequence[bytes] | None = None,
 ) -> dict[str, Any]:
-    """The /v1/embeddings response body, ready for orjson (OPT_SERIALIZE_NUMPY writes the float vectors)."""
+    """The /v1/embeddings response body, ready for orjson (OPT_SERIALIZE_NUMPY writes the float vectors).
+    `float_json`: the vectors already encoded as JSON arrays, used as they are for the float format."""
     if encoding_format == "base64":
         # OpenAI's base64 format: the little-endian float32 bytes of each vector.
         embeddings: list[object] = [base64.b64encode(v.astype("<f4", copy=False).tobytes()).decode() for v in vectors]
+    elif float_json is not None:
+        embeddings = [orjson.Fragment(encoded) for encoded in float_json]
     else:
         embeddings = list(vectors)
     return {

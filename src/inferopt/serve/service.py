@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,6 +21,10 @@ from inferopt.serve.cache import CachedEmbedding, CacheKeys, Flight, MemoryLRU, 
 from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.metrics import ServeMetrics
 from inferopt.serve.model import ServingModel
+from inferopt.serve.tokenize_stage import TokenizeStage
+
+Tokenized = tuple[list[int], bool]  # token ids (cut at max_length), and whether the text was cut
+_Outcome = tuple[CachedEmbedding, ItemResult] | BaseException  # a finished item, as the loop receives it
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,6 @@ class EmbeddingService:
         model: ServingModel,
         batcher: Batcher,
         metrics: ServeMetrics,
-        tokenize_pool: Executor,
         *,
         keys: CacheKeys | None,
         memory: MemoryLRU | None,
@@ -57,7 +60,7 @@ class EmbeddingService:
         self.model = model
         self.batcher = batcher
         self.metrics = metrics
-        self.tokenize_pool = tokenize_pool
+        self.tokenizing: TokenizeStage[Tokenized] = TokenizeStage(self._tokenize)
         self.keys = keys  # None: caching and single-flight are off
         self.memory = memory
         self.redis = redis
@@ -94,21 +97,21 @@ class EmbeddingService:
             if not misses:
                 return
             started = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            ids, truncated = await loop.run_in_executor(self.tokenize_pool, self._tokenize, [m.text for m in misses])
+            tokenized = await self.tokenizing.run([m.text for m in misses])
             tokenize_s = time.perf_counter() - started
-            items = self.batcher.submit(ids, deadline)
+            items = self.batcher.submit([ids for ids, _ in tokenized], deadline)
         except BaseException as exc:
             # Followers must not inherit this request's cancellation (a CancelledError is not theirs to raise).
             shared = exc if isinstance(exc, Exception) else BatcherClosed("the request computing this input stopped")
             for miss in misses:
                 self.flights.land(miss.key, miss.flight, error=shared)
             raise
-        for miss, item, cut in zip(misses, items, truncated, strict=True):
+        loop = asyncio.get_running_loop()
+        for miss, item, (_, cut) in zip(misses, items, tokenized, strict=True):
             miss.flight.item = item
             item.extend_deadline(miss.flight.deadline)  # a follower that joined while we tokenized
-            done = partial(self._landed, miss, item.tokens, cut, lookup_s, tokenize_s)
-            item.future.add_done_callback(partial(_call_on_loop, loop, done))
+            landed = partial(self._landed, miss, lookup_s, tokenize_s)
+            item.future.add_done_callback(partial(_finish_in_worker, loop, landed, item.tokens, cut))
 
     async def _from_redis(self, misses: list[_Miss]) -> tuple[list[_Miss], float]:
         """The misses Redis did not have either, and the time the look-up took (a miss pays it too)."""
@@ -128,33 +131,24 @@ class EmbeddingService:
             self.flights.land(miss.key, miss.flight, Computed(entry, "redis", lookup_s=lookup_s))
         return rest, lookup_s
 
-    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
-        """Runs in the tokenizer pool. A text is cut only if it reached max_length; only those get the
-        (slower) untruncated count that tells a cut text from one exactly max_length long."""
+    def _tokenize(self, texts: list[str]) -> list[Tokenized]:
+        """Runs in the tokenize stage's thread. A text is cut only if it reached max_length; only those get
+        the (slower) untruncated count that tells a cut text from one exactly max_length long."""
         tokenizer = self.model.tokenizer
-        ids = tokenizer.encode_ids(texts)
-        cut = [
-            len(row) >= tokenizer.max_length and tokenizer.count_tokens(t) > len(row)
-            for row, t in zip(ids, texts, strict=True)
+        return [
+            (row, len(row) >= tokenizer.max_length and tokenizer.count_tokens(text) > len(row))
+            for row, text in zip(tokenizer.encode_ids(texts), texts, strict=True)
         ]
-        return ids, cut
 
-    def _landed(
-        self,
-        miss: _Miss,
-        tokens: int,
-        truncated: bool,
-        lookup_s: float,
-        tokenize_s: float,
-        future: Future[ItemResult],
-    ) -> None:
+    def close(self) -> None:
+        self.tokenizing.close()
+
+    def _landed(self, miss: _Miss, lookup_s: float, tokenize_s: float, outcome: _Outcome) -> None:
         """On the event loop, when the batcher finished the item: fill the caches, release the waiters."""
-        error = DeadlineExceeded("cancelled") if future.cancelled() else future.exception()
-        if error is not None:
-            self.flights.land(miss.key, miss.flight, error=error)
+        if isinstance(outcome, BaseException):
+            self.flights.land(miss.key, miss.flight, error=outcome)
             return
-        result = future.result()
-        entry = CachedEmbedding(result.vector, tokens, truncated)
+        entry, result = outcome
         if miss.key is not None:
             if self.memory is not None:
                 self.memory.put(miss.key, entry)
@@ -164,13 +158,29 @@ class EmbeddingService:
         self.flights.land(miss.key, miss.flight, computed)
 
 
-def _call_on_loop(
-    loop: asyncio.AbstractEventLoop, callback: Callable[[Future[ItemResult]], None], future: Future[ItemResult]
+def _finish_in_worker(
+    loop: asyncio.AbstractEventLoop,
+    landed: Callable[[_Outcome], None],
+    tokens: int,
+    truncated: bool,
+    future: Future[ItemResult],
 ) -> None:
-    """Runs in a batcher thread: hand the finished item to the event loop."""
+    """Runs in the batcher thread that finished the item: make its cache entry there (the JSON encoding stays
+    off the event loop), then hand it to the loop."""
+    outcome: _Outcome
+    if future.cancelled():
+        outcome = DeadlineExceeded("cancelled")
+    elif (error := future.exception()) is not None:
+        outcome = error
+    else:
+        result = future.result()
+        try:
+            outcome = (CachedEmbedding(result.vector, tokens, truncated), result)
+        except BaseException as exc:  # the waiters must hear of it: an unlanded flight would hang its input
+            outcome = exc
     # RuntimeError: the loop closed during shutdown, and nobody is left to answer.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback, future)
+        loop.call_soon_threadsafe(landed, outcome)
 
 
 async def _gather(slots: list[Computed | asyncio.Future[object]], deadline: float) -> list[Computed]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from inferopt.serve.batcher import Batcher, BatchPolicy
@@ -52,7 +50,6 @@ class ServerState:
         self.phase = "loading"
         self.detail = "loading the model"
         self.ready: Ready | None = None
-        self._pool: ThreadPoolExecutor | None = None
 
     def require_ready(self) -> Ready:
         if self.phase == "draining":
@@ -100,10 +97,8 @@ class ServerState:
             model.backends, policy, pad_id=model.tokenizer.pad_id, on_batch=self.metrics.observe_batch
         ).start()
         self.metrics.track_queue_depth(lambda: batcher.depth)
-        # Tokenization is short Rust work that releases the GIL: a few threads keep it off the event loop.
-        self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="inferopt-tokenize")
         keys, memory, redis = await self._caches(model, dim)
-        service = EmbeddingService(model, batcher, self.metrics, self._pool, keys=keys, memory=memory, redis=redis)
+        service = EmbeddingService(model, batcher, self.metrics, keys=keys, memory=memory, redis=redis)
         return Ready(model, policy, dim, service)
 
     async def _caches(
@@ -125,8 +120,9 @@ class ServerState:
         self.begin_drain()
         ready = self.ready
         if ready is not None:
-            await asyncio.to_thread(ready.service.batcher.close, self.config.drain_timeout_s)
-            if ready.service.redis is not None:
-                await ready.service.redis.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            try:
+                await asyncio.to_thread(ready.service.batcher.close, self.config.drain_timeout_s)
+                if ready.service.redis is not None:
+                    await ready.service.redis.close()
+            finally:
+                await asyncio.to_thread(ready.service.close)  # joins the tokenizer thread: not on the loop

@@ -218,16 +218,18 @@ async def test_a_model_failure_is_a_500_that_leaks_nothing(serve, tokenizer: Tex
     assert fine.status_code == 200  # the good item of the failed request was computed and cached meanwhile
 
 
-async def test_each_request_gets_one_json_access_log_line_with_its_request_id(
-    serve, tokenizer: TextTokenizer, caplog
+async def test_each_request_gets_one_json_access_log_line_on_stderr_with_its_request_id(
+    serve, tokenizer: TextTokenizer, capfdbinary
 ) -> None:
     import orjson
 
     async with serve(fake_model(tokenizer=tokenizer), access_log=True) as served:
-        with caplog.at_level(logging.INFO, logger="inferopt.access"):
-            ok = await served.client.post("/v1/embeddings", json={"input": ["one", "two"]})
-            bad = await served.client.post("/v1/embeddings", json={"input": []}, headers={"x-request-id": "trace-7"})
-    lines = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inferopt.access"]
+        capfdbinary.readouterr()  # only this test's requests
+        ok = await served.client.post("/v1/embeddings", json={"input": ["one", "two"]})
+        bad = await served.client.post("/v1/embeddings", json={"input": []}, headers={"x-request-id": "trace-7"})
+        err = capfdbinary.readouterr().err
+    lines = [orjson.loads(line) for line in err.splitlines() if line.startswith(b'{"ts"')]
+    assert len(lines) == 2
     by_id = {line["request_id"]: line for line in lines}
     assert set(by_id) == {ok.headers["x-request-id"], "trace-7"} and bad.headers["x-request-id"] == "trace-7"
     line = by_id[ok.headers["x-request-id"]]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from inferopt.serve.cache import (
@@ -25,7 +26,7 @@ def entry(seed: int, dim: int = 4) -> CachedEmbedding:
 
 def test_lru_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
     size = entry(0).nbytes
-    assert size == 16 + ENTRY_OVERHEAD_BYTES
+    assert size == 16 + len(b"[0.0,1.0,2.0,3.0]") + ENTRY_OVERHEAD_BYTES  # the vector, its JSON, the overhead
     lru = MemoryLRU(max_bytes=3 * size)
     for seed in range(3):
         lru.put(f"k{seed}", entry(seed))
@@ -34,6 +35,13 @@ def test_lru_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
     assert lru.get("k1") is None  # the least recently used went
     assert [lru.get(k) is not None for k in ("k0", "k2", "k3")] == [True, True, True]
     assert len(lru) == 3 and lru.nbytes == 3 * size
+
+
+def test_an_entry_carries_its_vector_as_json_that_reads_back_to_the_same_float32s() -> None:
+    vector = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+    made = CachedEmbedding(vector, 9)
+    assert np.array_equal(np.asarray(orjson.loads(made.json), dtype=np.float32), vector)
+    assert CachedEmbedding.from_bytes(made.to_bytes(), 384).json == made.json  # Redis entries get it too
 
 
 def test_lru_replacing_a_key_keeps_the_byte_count_right() -> None:
@@ -72,6 +80,23 @@ def test_keys_follow_the_tokenizers_normalizer_and_the_artifact(minilm_tokenizer
     assert keys("cafe au lait") != keys("cafe  au lait")  # whitespace is left alone: never guess
     assert keys("x") != CacheKeys("artifact-b", normalize)("x")
     assert keys("x").startswith("inferopt:artifact-a:")
+
+
+def test_remembered_keys_are_the_computed_ones_and_long_inputs_are_not_remembered() -> None:
+    calls: list[str] = []
+
+    def normalize(text: str) -> str:
+        calls.append(text)
+        return text.lower()
+
+    keys = CacheKeys("a", normalize, memo_entries=2, memo_max_chars=8)
+    fresh = CacheKeys("a", str.lower)
+    assert [keys(t) for t in ("Short", "short", "Short")] == [fresh("Short"), fresh("short"), fresh("Short")]
+    assert calls == ["Short", "short"]  # the third was remembered
+    keys("A longer text"), keys("A longer text")
+    assert calls.count("A longer text") == 2  # over memo_max_chars: computed each time, never stored
+    keys("b"), keys("c"), keys("Short")  # two newer entries pushed "Short" out of a memo of 2
+    assert calls[-1] == "Short"
 
 
 def test_single_flight_shares_one_future_and_extends_its_deadline() -> None:
