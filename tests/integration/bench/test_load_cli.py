@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from load_servers import Behaviour, Capacity
 
+from inferopt.bench.peak import UNDECIDED
+
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     from inferopt import cli
@@ -57,8 +59,9 @@ def test_find_peak_command_prints_the_curve_and_writes_chart_and_json(
     if data["limited_by"] is not None and "generator" in data["limited_by"]:
         pytest.skip(f"this machine is too busy to send on schedule right now: {data['limited_by']}")
     assert code == 0
-    assert [c["rate"] for c in data["curve"]] == [400, 800, 1200, 1600]
-    assert [c["passed"] for c in data["curve"]] == [True, True, False, False]
+    decided = [c for c in data["curve"] if c["reason"] != UNDECIDED]  # a busy moment may repeat a step
+    assert [c["rate"] for c in decided] == [400, 800, 1200, 1600]
+    assert [c["passed"] for c in decided] == [True, True, False, False]
     assert data["peak_rate"] == 800 and data["slo_p99_ms"] == 50
     assert "Peak: 800.0 req/s with p99 <= 50 ms" in capsys.readouterr().out
     assert "data:image/png;base64," in plot.read_text(encoding="utf-8")
