@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +51,36 @@ def staged_directory(target: Path, *, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _publish(staging, target)
+
+
+def ignore_further_ctrl_c() -> None:
+    """For the CLI once it is stopping: the interpreter's teardown (about a second with torch loaded) then
+    ends in exit code 130 however often Ctrl-C is pressed, instead of a death by SIGINT."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def cleanup_survives_ctrl_c() -> Iterator[None]:
+    """Wrap work and its cleanups (staging folder, temp folder): the first Ctrl-C stops the work, and any
+    further Ctrl-C is ignored until the cleanups have run, so a second one cannot cut them short. The
+    previous handler is back afterwards. Only the default handler is replaced: where Ctrl-C is ignored
+    (a background job) or handled by someone else, that is respected."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def stop_once(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _publish(staging: Path, target: Path) -> None:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from typer._click.exceptions import ClickException
 
+from inferopt.atomic import ignore_further_ctrl_c
 from inferopt.bench.commands import load_command, profile_command
 from inferopt.errors import InferoptError
 from inferopt.serve.command import serve_command
@@ -86,8 +87,7 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        err_console.print(INTERRUPTED, highlight=False)
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except ClickException as exc:  # bad flags: the parser's own message, with usage
@@ -95,8 +95,14 @@ def main() -> None:
         sys.exit(2)
     code = code if isinstance(code, int) else 0
     if code == 130:  # typer turns Ctrl-C into an exit code of 130 and returns it
-        err_console.print(INTERRUPTED, highlight=False)
+        _interrupted()
     sys.exit(code)
+
+
+def _interrupted() -> None:
+    ignore_further_ctrl_c()  # the exit code stays 130 however often Ctrl-C is pressed during teardown
+    err_console.print(INTERRUPTED, highlight=False)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

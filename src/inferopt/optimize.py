@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from inferopt.accuracy import evaluate
-from inferopt.atomic import check_target, staged_directory
+from inferopt.atomic import check_target, cleanup_survives_ctrl_c, staged_directory
 from inferopt.config import Budget, OptimizeConfig
 from inferopt.errors import BudgetNotMet
 from inferopt.evaldata import EvalData, builtin_corpus, load_eval_data
@@ -109,7 +109,11 @@ def run_optimize(config: OptimizeConfig, console: Console | None = None) -> Outc
         f"({len(data.texts)} texts, {len(data.pairs)} scored pairs), {len(recipes)} variants, "
         f"{cores} cores: {cpu.model}"
     )
-    with staged_directory(config.out, force=config.force) as staging, tempfile.TemporaryDirectory() as tmp:
+    with (
+        cleanup_survives_ctrl_c(),
+        staged_directory(config.out, force=config.force) as staging,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         result = _run(config, model_dir, bundled, spec, data, recipes, Path(tmp), console)
         result.seconds = time.perf_counter() - started
         artifact_dir = _write_outputs(staging, result, spec, model_dir)

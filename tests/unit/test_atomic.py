@@ -1,8 +1,11 @@
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from inferopt.atomic import MARKER, staged_directory
+from inferopt.atomic import MARKER, cleanup_survives_ctrl_c, staged_directory
 from inferopt.errors import InputError
 
 
@@ -46,3 +49,35 @@ def test_failed_replacement_keeps_the_old_output(tmp_path: Path) -> None:
         (staging / "new.txt").write_text("new")
         raise RuntimeError("boom")
     assert (target / "old.txt").read_text() == "old"
+
+
+def _ctrl_c() -> None:
+    """SIGINT to ourselves; Python runs the handler at the next bytecode boundary, so give it a few."""
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(100):
+        time.sleep(0.001)
+
+
+def test_a_second_ctrl_c_cannot_cut_the_cleanup_short(tmp_path: Path) -> None:
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    cleaned = []
+    with pytest.raises(KeyboardInterrupt), cleanup_survives_ctrl_c(), staged_directory(tmp_path / "out"):
+        try:
+            _ctrl_c()  # the first stops the work
+        finally:
+            _ctrl_c()  # pressed again while cleaning up: ignored
+            cleaned.append(True)
+    assert cleaned == [True] and list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
+    with pytest.raises(KeyboardInterrupt):
+        _ctrl_c()
+
+
+def test_a_handler_someone_else_set_is_left_alone() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a background job
+    try:
+        with cleanup_survives_ctrl_c():
+            _ctrl_c()
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
