@@ -120,6 +120,9 @@ class TextTokenizer:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
         self.pad_id = self._tokenizer.token_to_id("[PAD]") or 0
+        # encode_batch_fast skips the character offsets, which nothing here reads: 33 us of CPU per STS-B
+        # sentence instead of 39. Older tokenizers releases lack it.
+        self._encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
         self._untruncated = Tokenizer.from_str(self._tokenizer.to_str())
         self._untruncated.no_truncation()
 
@@ -129,7 +132,7 @@ class TextTokenizer:
 
     def encode_ids(self, texts: list[str]) -> list[list[int]]:
         """Unpadded token ids per text (truncated at max_length)."""
-        return [e.ids for e in self._tokenizer.encode_batch(texts)]
+        return [e.ids for e in self._encode_batch(texts)]
 
     def lengths(self, texts: list[str]) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.encode_ids(texts)), dtype=np.int64, count=len(texts))
