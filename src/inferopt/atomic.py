@@ -56,7 +56,7 @@ def staged_directory(target: Path, *, force: bool = False) -> Iterator[Path]:
 def ignore_further_ctrl_c() -> None:
     """For the CLI once it is stopping: the interpreter's teardown (about a second with torch loaded) then
     ends in exit code 130 however often Ctrl-C is pressed, instead of a death by SIGINT."""
-    if threading.current_thread() is threading.main_thread():
+    if _in_main_thread():  # the only thread that may change signal handlers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -66,14 +66,12 @@ def cleanup_survives_ctrl_c() -> Iterator[None]:
     further Ctrl-C is ignored until the cleanups have run, so a second one cannot cut them short. The
     previous handler is back afterwards. Only the default handler is replaced: where Ctrl-C is ignored
     (a background job) or handled by someone else, that is respected."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
 
     def stop_once(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_further_ctrl_c()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, stop_once)
@@ -81,6 +79,10 @@ def cleanup_survives_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _publish(staging: Path, target: Path) -> None:

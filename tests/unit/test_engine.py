@@ -33,17 +33,15 @@ def test_tokenizer_truncates_and_counts(tokenizer: TextTokenizer) -> None:
     assert tokenizer.encode(["a b", "a"])["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
 
 
-def test_token_ids_match_the_tokenizers_full_encode(minilm_tokenizer_file: Path) -> None:
+def test_token_ids_match_the_tokenizers_full_encode(tokenizer: TextTokenizer, minilm_tokenizer_file: Path) -> None:
     """encode_ids takes the offset-free fast path: the ids must be exactly what the full encode gives."""
     from tokenizers import Tokenizer
 
     reference = Tokenizer.from_file(str(minilm_tokenizer_file))
     reference.no_padding()
-    reference.enable_truncation(16)
+    reference.enable_truncation(tokenizer.max_length)
     texts = ["A man is playing a guitar.", "Ünïcödé, emoji 🙂 and punctuation!?", "x", "word " * 40, ""]
-    assert TextTokenizer(minilm_tokenizer_file, max_length=16).encode_ids(texts) == [
-        e.ids for e in reference.encode_batch(texts)
-    ]
+    assert tokenizer.encode_ids(texts) == [e.ids for e in reference.encode_batch(texts)]
 
 
 @pytest.mark.parametrize("sessions", [1, 3])
