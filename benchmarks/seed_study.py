@@ -31,12 +31,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
+from inferopt.evaldata import load_eval_data
 from rich.console import Console
 from rich.table import Table
 
 from inferopt.accuracy import row_cosine, spearman_x100
 from inferopt.bench.stats import format_ms, latency_summary
-from inferopt.evaldata import load_eval_data
 from inferopt.hardware import cpu_info, environment, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,8 +1,8 @@
 """The artifact: the only contract between `optimize` and `serve`.
 
-A directory with `manifest.json` (schema version, task, recipe, runtime settings, input/output schema,
-preprocessing, accuracy, benchmark summary, environment, sha256 of every file) beside the model and its
-tokenizer. Loading verifies every hash and names the file that does not match.
+A directory with `manifest.json` (schema version, task section with its config and assets, recipe, runtime
+settings, io schema, accuracy, benchmark summary, environment, sha256 of every file) beside the model and the
+task's asset files. Loading verifies every hash and names the file that does not match.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 from inferopt.errors import ArtifactError
 from inferopt.runtime.base import RuntimeSettings
+from inferopt.tasks.base import IOSchema
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+REQUIRED = ("task", "runtime", "io", "files")
 MANIFEST = "manifest.json"
 
 
@@ -60,7 +62,7 @@ class Artifact:
 
     @property
     def task(self) -> str:
-        return str(self.manifest["task"])
+        return str(self.manifest["task"]["name"])
 
     @property
     def model_file(self) -> Path:
@@ -75,8 +77,8 @@ class Artifact:
         return str(self.manifest.get("model_name", self.path.name))
 
     @property
-    def max_length(self) -> int:
-        return int(self.manifest["preprocessing"]["max_length"])
+    def io(self) -> IOSchema:
+        return IOSchema.from_dict(self.manifest["io"])
 
 
 def load_artifact(path: Path, *, verify: bool = True) -> Artifact:
@@ -91,14 +93,22 @@ def load_artifact(path: Path, *, verify: bool = True) -> Artifact:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{manifest_path} is not valid JSON ({exc})", "re-run inferopt optimize") from exc
     version = manifest.get("schema_version")
+    if version == 1:
+        raise ArtifactError(
+            f"{manifest_path} has schema version 1, from an inferopt that knew only text embeddings; this one "
+            f"reads schema {SCHEMA_VERSION} (a task section with its assets)",
+            "re-run inferopt optimize on the model to rebuild the artifact",
+        )
     if version != SCHEMA_VERSION:
         raise ArtifactError(
             f"{manifest_path} has schema version {version}, this inferopt reads {SCHEMA_VERSION}",
             "re-run optimize with this version of inferopt",
         )
-    for key in ("task", "runtime", "preprocessing", "files"):
+    for key in REQUIRED:
         if key not in manifest:
             raise ArtifactError(f"{manifest_path} lacks the field {key!r}", "re-run inferopt optimize")
+    if not isinstance(manifest["task"], dict) or "name" not in manifest["task"]:
+        raise ArtifactError(f"{manifest_path} has no task name", "re-run inferopt optimize")
     artifact = Artifact(path, manifest)
     if verify:
         verify_files(artifact)

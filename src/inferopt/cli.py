@@ -6,6 +6,7 @@ Commands stay thin: they parse flags into a config and call one function. A user
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,19 +30,41 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+MODEL_HELP = (
+    "The model: a Hugging Face / sentence-transformers folder (default: the bundled all-MiniLM-L6-v2), "
+    "module:function returning a torch.nn.Module (with --example), or a .onnx file"
+)
+
+
 @app.command()
 def optimize(
-    model_dir: Annotated[
-        Path | None, typer.Argument(help="Hugging Face / sentence-transformers model folder (default: bundled MiniLM)")
+    model: Annotated[str | None, typer.Argument(help=MODEL_HELP, show_default=False)] = None,
+    task: Annotated[str | None, typer.Option(help="The task, when MODEL does not tell: text-embedding, tensor")] = None,
+    example: Annotated[
+        str | None, typer.Option(help="module:function returning example inputs: {name: tensor}, batch on axis 0")
     ] = None,
-    data: Annotated[Path | None, typer.Option(help="Eval data: .txt, .csv/.tsv (STS format detected), .jsonl")] = None,
+    dynamic_axes: Annotated[
+        list[str] | None, typer.Option(help="INPUT:AXIS[:NAME] dynamic beyond the batch axis (repeatable)")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Eval data: text .txt/.csv/.tsv (STS detected)/.jsonl; tensors .npz")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder: report files and artifact/")] = Path("inferopt-out"),
-    min_cosine: Annotated[float, typer.Option(help="Budget: least mean cosine to FP32")] = 0.99,
-    min_item_cosine: Annotated[float | None, typer.Option(help="Budget: least cosine of any single item")] = None,
-    max_metric_drop: Annotated[
-        float | None, typer.Option(help="Budget: most task-metric drop in points (Spearman x100)")
+    min_cosine: Annotated[
+        float | None, typer.Option(help="Budget: least mean cosine to FP32 (text default 0.995)")
     ] = None,
-    price_per_hour: Annotated[float, typer.Option(help="$ per machine-hour, for cost per 1M embeddings")] = 0.05,
+    min_item_cosine: Annotated[
+        float | None, typer.Option(help="Budget: least cosine of any single item (text default 0.98)")
+    ] = None,
+    max_metric_drop: Annotated[
+        float | None, typer.Option(help="Budget: most task-metric drop in points (Spearman x100 for STS)")
+    ] = None,
+    min_sqnr_db: Annotated[float | None, typer.Option(help="Budget: least SQNR in dB (worst output)")] = None,
+    min_argmax_agreement: Annotated[
+        float | None, typer.Option(help="Budget: least share of items whose top class matches FP32's")
+    ] = None,
+    max_abs_error: Annotated[float | None, typer.Option(help="Budget: largest absolute error of any output")] = None,
+    price_per_hour: Annotated[float, typer.Option(help="$ per machine-hour, for cost per 1M items")] = 0.05,
     quick: Annotated[bool, typer.Option(help="Fewer variants and shorter measurements (about a minute)")] = False,
     force: Annotated[bool, typer.Option(help="Replace --out if an earlier inferopt run wrote it")] = False,
 ) -> None:
@@ -49,11 +72,22 @@ def optimize(
     from inferopt.config import Budget, OptimizeConfig
     from inferopt.optimize import run_optimize
 
+    budget = Budget.of(
+        mean_cosine=min_cosine,
+        min_cosine=min_item_cosine,
+        metric_drop=max_metric_drop,
+        sqnr_db=min_sqnr_db,
+        argmax_agreement=min_argmax_agreement,
+        max_abs_error=max_abs_error,
+    )
     config = OptimizeConfig(
-        model_dir=model_dir,
+        model=model,
+        task=task,
+        example=example,
+        dynamic_axes=tuple(dynamic_axes or ()),
         data=data,
         out=out,
-        budget=Budget(min_cosine, min_item_cosine, max_metric_drop),
+        budget=budget,
         price_per_hour=price_per_hour,
         quick=quick,
         force=force,
@@ -100,9 +134,15 @@ def main() -> None:
 
 
 def _interrupted() -> None:
-    ignore_further_ctrl_c()  # the exit code stays 130 however often Ctrl-C is pressed during teardown
+    """Exit 130, at once. Not sys.exit: under `python -m`, CPython ends in a death by SIGINT (exit -2) whenever a
+    KeyboardInterrupt stopped code run from a string (`exec(text)`, which @dataclass does for every class an
+    import defines), even if the interrupt was caught afterwards; its flag is checked after the teardown. The
+    work's own cleanup (staging and temp folders) has run by now, so nothing is left for the teardown to do."""
+    ignore_further_ctrl_c()
     err_console.print(INTERRUPTED, highlight=False)
-    sys.exit(130)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 if __name__ == "__main__":

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from inferopt.accuracy.budget import Budget
 from inferopt.errors import InputError
 
-
-@dataclass(frozen=True)
-class Budget:
-    """How far a variant may drift from FP32 and still be picked."""
-
-    min_mean_cosine: float = 0.99
-    min_item_cosine: float | None = None
-    max_metric_drop: float | None = None  # task-metric points (Spearman x100), only when the data is labelled
-
-    def __post_init__(self) -> None:
-        for name in ("min_mean_cosine", "min_item_cosine"):
-            value = getattr(self, name)
-            if value is not None and not -1.0 <= value <= 1.0:
-                raise InputError(f"--{name.replace('_', '-')} {value} is not a cosine", "give a value in [-1, 1]")
-        if self.max_metric_drop is not None and self.max_metric_drop < 0:
-            raise InputError(f"--max-metric-drop {self.max_metric_drop} is negative", "give points >= 0")
+__all__ = ["BenchPlan", "Budget", "OptimizeConfig"]
 
 
 @dataclass(frozen=True)
@@ -32,23 +19,27 @@ class BenchPlan:
     latency_samples: int = 700  # >= 660 so that p99 exists
     batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)
     sweep_seconds: float = 0.6  # per (batch size, layout) point, after one warm pass
-    max_texts: int = 512  # texts per throughput pass, spread over the eval set (a sweep point runs >= 1 pass)
+    max_texts: int = 512  # inputs per throughput pass, spread over the eval set (a sweep point runs >= 1 pass)
+    final_rounds: int = 5  # interleaved re-measurements of the fastest variants within budget
 
     @classmethod
     def quick(cls) -> BenchPlan:
-        return cls(latency_samples=150, batch_sizes=(1, 32), sweep_seconds=0.3, max_texts=256)
+        return cls(latency_samples=150, batch_sizes=(1, 32), sweep_seconds=0.3, max_texts=256, final_rounds=3)
 
 
 @dataclass(frozen=True)
 class OptimizeConfig:
-    model_dir: Path | None = None
+    model: str | None = None  # a model folder, module:function, or a .onnx file; None: the bundled MiniLM
+    task: str | None = None  # None: told from `model`
+    example: str | None = None  # module:function returning example inputs (PyTorch modules by import path)
+    dynamic_axes: tuple[str, ...] = ()  # "input:axis:name" beyond the batch axis
     data: Path | None = None
     out: Path = Path("inferopt-out")
-    budget: Budget = field(default_factory=Budget)
+    budget: Budget = field(default_factory=Budget)  # limits over the task's default budget
     price_per_hour: float = 0.05
     quick: bool = False
     force: bool = False
-    recipes: tuple[str, ...] | None = None  # None: the default set (quick or full)
+    recipes: tuple[Any, ...] | None = None  # recipe configs; None: the default set (quick or full)
     max_eval_texts: int = 3000
     seed: int = 0
 

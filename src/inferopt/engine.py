@@ -1,83 +1,118 @@
-"""The in-process inference engine: texts in, embeddings out, as fast as the machine allows.
+"""The in-process inference engine: raw inputs in, outputs out, as fast as the machine allows, for any task.
 
-Texts are tokenized once, ordered by length so each batch pads to almost nothing, cut into batches, and the
-batches are spread over N runtime instances on N threads (onnxruntime releases the GIL). The layout and batch
-size come from the artifact's benchmark; callers may override them.
+Inputs are preprocessed once by the task, planned into batches (by default in order of cost, so each batch
+pads to almost nothing), collated, and the batches are spread over N runtime instances on N threads
+(onnxruntime releases the GIL). The layout and batch size come from the artifact's benchmark; callers may
+override them. `Predictor` is the task-neutral Python API; `inferopt.Embedder` is the text one on top.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from inferopt.artifact import Artifact, load_artifact
-from inferopt.runtime.base import Backend, RuntimeSettings
-from inferopt.tasks.text_embedding import OUTPUT_NAME, TextTokenizer, pad_batch
+from inferopt.batching import sorted_batches
+from inferopt.runtime.base import Arrays, Backend, RuntimeSettings
+from inferopt.tasks.base import Item, Task
+
+BatchPlan = Callable[[Sequence[Item], int], list[list[int]]]  # (items, batch size) -> index lists
 
 
-def batch_order(lengths: np.ndarray, batch_size: int, *, sort_by_length: bool) -> list[np.ndarray]:
-    """Indices of each batch. Sorted by length, a batch of 32 sentences pads to its longest neighbour, not to
-    the longest sentence that happened to arrive with it."""
-    order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(lengths.size)
-    return [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
+def in_order(items: Sequence[Item], size: int) -> list[list[int]]:
+    """Batches of `size` in the order given, whatever their groups: only for tasks that pad any items."""
+    return [list(range(k, min(k + size, len(items)))) for k in range(0, len(items), size)]
 
 
-class Embedder:
+def stack_outputs(per_item: Sequence[Arrays]) -> Arrays:
+    """Item outputs -> one array per output, items on axis 0. Items whose outputs differ in shape (a second
+    dynamic axis) are zero-padded to the largest: padding both sides alike leaves every fidelity measure as it
+    was."""
+    stacked = {}
+    for name in per_item[0]:
+        values = [np.asarray(item[name]) for item in per_item]
+        shapes = {v.shape for v in values}
+        if len(shapes) == 1:
+            stacked[name] = np.stack(values)
+            continue
+        target = tuple(max(sizes) for sizes in zip(*shapes, strict=True))
+        out = np.zeros((len(values), *target), dtype=values[0].dtype)
+        for i, v in enumerate(values):
+            region: tuple[int | slice, ...] = (i, *(slice(0, n) for n in v.shape))
+            out[region] = v
+        stacked[name] = out
+    return stacked
+
+
+class Predictor:
     def __init__(
         self,
-        tokenizer: TextTokenizer,
+        task: Task,
         backends: list[Backend],
         *,
         batch_size: int = 32,
-        sort_by_length: bool = True,
+        plan: BatchPlan = sorted_batches,
     ) -> None:
         if not backends:
-            raise ValueError("Embedder needs at least one backend")
-        self.tokenizer = tokenizer
+            raise ValueError("a Predictor needs at least one backend")
+        self.task = task
         self.backends = backends
         self.batch_size = batch_size
-        self.sort_by_length = sort_by_length
+        self.plan = plan
         self._pool = ThreadPoolExecutor(len(backends), thread_name_prefix="inferopt-run") if len(backends) > 1 else None
 
     @classmethod
     def from_artifact(
         cls, path: str | Path | Artifact, settings: RuntimeSettings | None = None, *, verify: bool = True
-    ) -> Embedder:
+    ) -> Predictor:
         from inferopt.runtime.onnx import OnnxBackend
+        from inferopt.tasks.registry import for_artifact
 
         artifact = path if isinstance(path, Artifact) else load_artifact(Path(path), verify=verify)
         settings = settings or artifact.settings
-        tokenizer = TextTokenizer(
-            artifact.path / artifact.manifest["preprocessing"]["tokenizer_file"], artifact.max_length
-        )
         backends: list[Backend] = [
             OnnxBackend(artifact.model_file, intra_op_threads=settings.intra_op_threads)
             for _ in range(settings.sessions)
         ]
-        return cls(tokenizer, backends, batch_size=settings.batch_size)
+        return cls(for_artifact(artifact.manifest, artifact.path), backends, batch_size=settings.batch_size)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Embeddings for `texts`, in their order: shape (len(texts), dim), float32, L2-normalised."""
-        if not texts:
-            raise ValueError("embed() needs at least one text")
-        ids = self.tokenizer.encode_ids(texts)
-        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-        batches = batch_order(lengths, self.batch_size, sort_by_length=self.sort_by_length)
-        results: list[np.ndarray | None] = [None] * len(batches)
-        self._run_all(ids, batches, results)
-        out = np.empty((len(texts), results[0].shape[1]), dtype=np.float32)  # type: ignore[union-attr]
-        for index, result in zip(batches, results, strict=True):
-            out[index] = result
-        return out
+    def outputs(self, inputs: Sequence[Any]) -> Arrays:
+        """The model's outputs for `inputs` (raw inputs of the task), in their order: output name -> array with
+        one row per input."""
+        if not inputs:
+            raise ValueError("the Predictor needs at least one input")
+        return self.run_items(self.task.preprocess(list(inputs)))
 
-    def _run_all(self, ids: list[list[int]], batches: list[np.ndarray], results: list[np.ndarray | None]) -> None:
+    def predict(self, inputs: Sequence[Any]) -> list[Any]:
+        """One JSON-able result per input, as the server's KServe v1 route answers."""
+        items = self.task.preprocess(list(inputs))
+        return [self.task.postprocess(outputs) for outputs in self.item_outputs(items)]
+
+    def run_items(self, items: Sequence[Item], batches: list[list[int]] | None = None) -> Arrays:
+        """Outputs of preprocessed `items`, in their order; `batches` (index lists) overrides the plan."""
+        return stack_outputs(self.item_outputs(items, batches))
+
+    def item_outputs(self, items: Sequence[Item], batches: list[list[int]] | None = None) -> list[Arrays]:
+        batches = self.plan(items, self.batch_size) if batches is None else batches
+        results: list[list[Arrays] | None] = [None] * len(batches)
+        self._run_all(items, batches, results)
+        per_item: list[Arrays | None] = [None] * len(items)
+        for indices, outputs in zip(batches, results, strict=True):
+            for i, out in zip(indices, outputs or (), strict=True):
+                per_item[i] = out
+        return per_item  # type: ignore[return-value]
+
+    def _run_all(self, items: Sequence[Item], batches: list[list[int]], results: list[list[Arrays] | None]) -> None:
         pending = iter(range(len(batches)))
         lock = threading.Lock()
         stop = threading.Event()
+        task = self.task
 
         def worker(backend: Backend) -> None:
             while not stop.is_set():
@@ -85,8 +120,8 @@ class Embedder:
                     k = next(pending, None)
                 if k is None:
                     return
-                feeds = pad_batch([ids[i] for i in batches[k]], self.tokenizer.pad_id)
-                results[k] = backend.run(feeds)[OUTPUT_NAME]
+                batch = [items[i] for i in batches[k]]
+                results[k] = task.split(backend.run(task.collate(batch)), batch)
 
         if self._pool is None:
             worker(self.backends[0])
@@ -108,7 +143,7 @@ class Embedder:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def __enter__(self) -> Embedder:
+    def __enter__(self) -> Predictor:
         return self
 
     def __exit__(self, *exc: object) -> None:

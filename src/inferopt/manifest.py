@@ -1,4 +1,4 @@
-"""The manifest an optimize run writes for its chosen variant (schema: docs/ARCHITECTURE.md, artifact.py)."""
+"""The manifest an optimize run writes for its chosen variant (schema 2: docs/ARCHITECTURE.md, artifact.py)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ import datetime as dt
 from typing import Any
 
 from inferopt import __version__
+from inferopt.report.tables import finite
 from inferopt.results import RunResult, VariantResult
 from inferopt.runtime.onnx import DISABLED_OPTIMIZERS
-from inferopt.tasks.text_embedding import INPUT_NAMES, OUTPUT_NAME, TASK, ModelSpec
+from inferopt.tasks.base import Task
 
 
-def build_manifest(result: RunResult, variant: VariantResult, spec: ModelSpec) -> dict[str, Any]:
+def build_manifest(result: RunResult, variant: VariantResult, task: Task, assets: list[str]) -> dict[str, Any]:
     assert variant.bench is not None and variant.accuracy is not None
     best = variant.bench.best
     return {
         "inferopt_version": __version__,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "task": TASK,
+        "task": {
+            "name": task.name,
+            "version": task.version,
+            "protocols": list(task.protocols),
+            "config": task.config(),
+            "assets": assets,
+        },
         "model_name": result.model_name,
-        "source_model_dir": result.model_dir,
+        "source": result.model_location,
         "recipe": variant.recipe,
         "recipe_notes": variant.notes,
         "runtime": {
@@ -34,23 +41,13 @@ def build_manifest(result: RunResult, variant: VariantResult, spec: ModelSpec) -
             },
             "settings": best.settings.to_dict(),
         },
-        "inputs": [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in INPUT_NAMES],
-        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", spec.embedding_dim]}],
-        "preprocessing": {
-            "tokenizer_file": "tokenizer.json",
-            "max_length": spec.max_length,
-            "padding": "longest",
-            "truncation": "longest_first",
-            "pooling": "mean",
-            "normalize": "l2",
-        },
-        "model_spec": spec.to_dict(),
+        "io": task.io_schema().to_dict(),
         "accuracy": {
             "data": result.data_name,
-            "texts": result.data_texts,
-            "pairs": result.data_pairs,
+            "summary": result.data_summary,
+            "items": result.data_items,
             "budget": result.budget,
-            **variant.accuracy.to_dict(),
+            **finite(variant.accuracy.to_dict()),
         },
         "benchmark": _benchmark_summary(result, variant),
         "environment": result.environment,
@@ -64,6 +61,7 @@ def _benchmark_summary(result: RunResult, variant: VariantResult) -> dict[str, A
     summary: dict[str, Any] = {
         "latency_ms_batch1": bench.latency_ms,
         "best": {"items_per_second": bench.best.items_per_second, **bench.best.settings.to_dict()},
+        "final_rounds_items_per_second": bench.rounds,
         "size_bytes": bench.size_bytes,
         "peak_rss_mb": bench.peak_rss_mb,
         "cost_per_million_usd": bench.cost_per_million,

@@ -1,13 +1,12 @@
-"""`inferopt optimize`: export, build variants, verify each against FP32, benchmark, select, write.
+"""`inferopt optimize`: export, build variants, verify each against FP32, benchmark, select, write, for any task.
 
 Everything is written into a staging folder that becomes `--out` only at the end, so a failed or
-interrupted run leaves nothing behind. The report is written even when no variant meets the budget;
-the artifact only when one does.
+interrupted run leaves nothing behind. The report is written even when no variant meets the budget (or the
+module does not export); the artifact only when one does.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import tempfile
 import time
@@ -15,29 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from inferopt.accuracy import evaluate
+from inferopt.accuracy.budget import Budget
 from inferopt.atomic import check_target, cleanup_survives_ctrl_c, staged_directory
-from inferopt.config import Budget, OptimizeConfig
+from inferopt.config import OptimizeConfig
 from inferopt.errors import BudgetNotMet
-from inferopt.evaldata import EvalData, builtin_corpus, load_eval_data
-from inferopt.hardware import CpuInfo, cpu_info, environment, usable_cores
+from inferopt.hardware import cpu_info, environment, usable_cores
 from inferopt.results import RunResult, VariantResult
 from inferopt.select import Candidate, select
-from inferopt.tasks.text_embedding import (
-    ModelSpec,
-    TextTokenizer,
-    default_model_dir,
-    load_source_model,
-    read_model_spec,
-)
+from inferopt.tasks.base import EvalSet, Item, Task
+from inferopt.tasks.registry import for_model
+from inferopt.verify import Reference, verify
 
-EVAL_BATCH = 32
-SMOOTHING_CANDIDATES = (0.6, 0.7, 0.8)
-BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
+CONTENDER_SHARE = 0.85  # variants within 15% of the fastest are re-measured side by side before the pick
 
 
 @dataclass(frozen=True)
@@ -45,44 +36,6 @@ class Outcome:
     out_dir: Path
     artifact_dir: Path | None
     result: RunResult
-
-
-def default_recipes(cpu: CpuInfo, budget: Budget, *, quick: bool) -> list[Any]:
-    from inferopt.recipes.graph import GraphConfig
-    from inferopt.recipes.half import HalfPrecisionConfig
-    from inferopt.recipes.int8_dynamic import DynamicInt8Config
-    from inferopt.recipes.int8_sensitivity import SensitivityInt8Config
-    from inferopt.recipes.int8_static import StaticInt8Config
-    from inferopt.recipes.torch_eager import TorchEagerConfig
-
-    fused = GraphConfig(name="onnx-fused", transformer_fusions=True)
-    if quick:
-        return [TorchEagerConfig(), fused, DynamicInt8Config.study_default(), DynamicInt8Config.smoothquant(cpu, 0.7)]
-    # The guided recipe aims a little above the budget: it calibrates on the built-in corpus, not the eval data.
-    sensitivity = SensitivityInt8Config(
-        reduce_range=not cpu.has_int8_dot,
-        target_mean_cosine=max(0.995, budget.min_mean_cosine + 0.001),
-        target_min_cosine=max(0.98, (budget.min_item_cosine or 0.0) + 0.005),
-    )
-    recipes: list[Any] = [TorchEagerConfig()]
-    if HalfPrecisionConfig.available(cpu):
-        recipes.append(HalfPrecisionConfig())
-    return [
-        *recipes,
-        GraphConfig(),
-        fused,
-        DynamicInt8Config.study_default(),
-        DynamicInt8Config.for_cpu(cpu),
-        DynamicInt8Config.matmul_only(cpu),
-        # Smoothing strengths are candidates, not a tuned constant: the eval data decides among them.
-        *(DynamicInt8Config.smoothquant(cpu, alpha) for alpha in SMOOTHING_CANDIDATES),
-        sensitivity,
-        StaticInt8Config(),
-    ]
-
-
-def model_name(model_dir: Path, bundled: bool) -> str:
-    return BUNDLED_MODEL_NAME if bundled else model_dir.resolve().name
 
 
 def _quiet_libraries() -> None:
@@ -95,18 +48,15 @@ def _quiet_libraries() -> None:
 
 def run_optimize(config: OptimizeConfig, console: Console | None = None) -> Outcome:
     console = console or Console(width=None if sys.stdout.isatty() else 150)
-    _quiet_libraries()
     started = time.perf_counter()
-    bundled = config.model_dir is None
-    model_dir = default_model_dir() if bundled else Path(config.model_dir)  # type: ignore[arg-type]
-    spec = read_model_spec(model_dir)
-    data = load_eval_data(config.data).limited(config.max_eval_texts)
+    task = for_model(config.model, task=config.task, example=config.example, dynamic_axes=config.dynamic_axes)
+    budget = config.budget.for_task(task.metrics())
+    data = task.eval_data(config.data, config.max_eval_texts)
     check_target(config.out, force=config.force)  # before minutes of work, not after
+    _quiet_libraries()
     cpu, cores = cpu_info(), usable_cores()
-    recipes = list(config.recipes) if config.recipes else default_recipes(cpu, config.budget, quick=config.quick)
     console.print(
-        f"[bold]inferopt optimize[/] {model_name(model_dir, bundled)} on {data.name} "
-        f"({len(data.texts)} texts, {len(data.pairs)} scored pairs), {len(recipes)} variants, "
+        f"[bold]inferopt optimize[/] {task.model_name} ({task.name}) on {data.name} ({data.summary}), "
         f"{cores} cores: {cpu.model}"
     )
     with (
@@ -114,17 +64,26 @@ def run_optimize(config: OptimizeConfig, console: Console | None = None) -> Outc
         staged_directory(config.out, force=config.force) as staging,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        result = _run(config, model_dir, bundled, spec, data, recipes, Path(tmp), console)
+        result = _run(config, task, budget, data, Path(tmp), console)
         result.seconds = time.perf_counter() - started
-        artifact_dir = _write_outputs(staging, result, spec, model_dir)
+        artifact_dir = _write_outputs(staging, result, task, Path(tmp))
     from inferopt.report.console import print_summary
 
     print_summary(result, console, config.out)
+    if result.export_error is not None:
+        from inferopt.export import ExportError
+
+        raise ExportError(
+            result.export_error,
+            f"the PyTorch variants are measured in {config.out}/report.html; rewrite that op, or export the model "
+            "to ONNX yourself and pass the .onnx file",
+        )
     if artifact_dir is None:
         failures = "; ".join(f"{n}: {', '.join(m)}" for n, m in result.selection.failures.items())  # type: ignore[union-attr]
+        flags = ", ".join(f for f in task.metrics().flags)
         raise BudgetNotMet(
             f"No variant met the accuracy budget ({failures}); report written to {config.out}, no artifact",
-            "loosen --min-cosine / --min-item-cosine / --max-metric-drop, or accept a slower variant",
+            f"loosen the budget ({flags}), or accept a slower variant",
         )
     return Outcome(config.out, config.out / "artifact", result)
 
@@ -140,71 +99,67 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _run(
-    config: OptimizeConfig,
-    model_dir: Path,
-    bundled: bool,
-    spec: ModelSpec,
-    data: EvalData,
-    recipes: list[Any],
-    work: Path,
-    console: Console,
-) -> RunResult:
-    from inferopt.export import export_onnx
+def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work: Path, console: Console) -> RunResult:
     from inferopt.recipes.base import BuildContext
+    from inferopt.recipes.calibration import Calibration
+    from inferopt.recipes.presets import default_recipes
 
-    tokenizer = TextTokenizer.from_dir(model_dir, spec.max_length)
-    calibration = list(builtin_corpus().texts)
-    texts = list(data.texts)
     with _progress(console) as progress:
-        step = progress.add_task("reference: PyTorch FP32", total=3)
-        source = load_source_model(model_dir)
-        reference, calibration_reference = _torch_reference(source, tokenizer, [texts, calibration])
+        step = progress.add_task("reference: FP32", total=3)
+        source = task.load_source()
+        eval_items = task.preprocess(list(data.inputs))
+        calibration_items = task.preprocess(task.calibration_inputs())
+        reference = Reference.compute(task, source, eval_items, calibration_items, usable_cores())
         progress.update(step, advance=1, description="export to ONNX + parity check")
-        exported = export_onnx(model_dir, tokenizer, reference[:512], texts[:512], work / "model.onnx")
+        fp32_onnx, export, export_error = reference.export(work / "model.onnx", eval_items)
         progress.update(step, advance=2, description="reference + export done")
-        context = BuildContext(
-            model_dir, spec, tokenizer, work, cpu_info(), exported.path, calibration, calibration_reference
+        calibration = Calibration(task, calibration_items, reference.calibration_outputs)
+        context = BuildContext(task, source, work, cpu_info(), fp32_onnx or Path(), calibration)
+        recipes = (
+            list(config.recipes)
+            if config.recipes
+            else default_recipes(
+                context.cpu, source.fusion.kind, budget, quick=config.quick, torch=source.module is not None
+            )
         )
-        context.cached("torch-module", lambda: source)  # the torch variants reuse the reference model
-        variants = [_measure(context, recipe, data, reference, config, progress) for recipe in recipes]
-    result = RunResult(
-        model_name=model_name(model_dir, bundled),
-        model_dir=str(model_dir),
-        data_name=data.name,
-        data_texts=len(data.texts),
-        data_pairs=len(data.pairs),
-        budget=dataclasses.asdict(config.budget),
-        environment=environment(),
-        variants=variants,
-        export={
-            "opset": 17,
-            "parity_mean_cosine": exported.parity_mean_cosine,
-            "parity_min_cosine": exported.parity_min_cosine,
-            "parity_texts": exported.parity_texts,
-        },
-    )
+        if export_error is not None:
+            recipes = [r for r in recipes if _is_torch(r)]
+        variants = [_measure(context, recipe, data, eval_items, reference, config, progress) for recipe in recipes]
+        result = RunResult(
+            task=task.name,
+            model_name=task.model_name,
+            model_location=source.location,
+            data_name=data.name,
+            data_summary=data.summary,
+            data_items=len(data),
+            budget=budget.to_dict(),
+            measures=task.metrics().measures,
+            environment=environment(),
+            export=export,
+            variants=variants,
+            export_error=export_error,
+        )
+        _final_rounds(result, task, data, config, progress)
+    metrics = task.metrics()
     candidates = [Candidate(v.name, v.accuracy, v.bench, v.servable) for v in result.measured]  # type: ignore[arg-type]
-    result.selection = select(candidates, config.budget)
+    result.selection = select(candidates, budget, primary=metrics.primary)
     return result
 
 
-def _torch_reference(source: Any, tokenizer: TextTokenizer, text_sets: list[list[str]]) -> list[np.ndarray]:
-    """FP32 PyTorch embeddings: the ground truth every variant is compared with."""
-    from inferopt.engine import Embedder
-    from inferopt.runtime.torch import TorchBackend
-    from inferopt.tasks.text_embedding import OUTPUT_NAME
-
-    backend = TorchBackend(source, [OUTPUT_NAME], intra_op_threads=usable_cores())
-    with Embedder(tokenizer, [backend], batch_size=EVAL_BATCH) as embedder:
-        return [embedder.embed(texts) for texts in text_sets]
+def _is_torch(recipe: Any) -> bool:
+    return type(recipe).kind in ("torch-eager", "half-autocast")
 
 
 def _measure(
-    context: Any, recipe: Any, data: EvalData, reference: np.ndarray, config: OptimizeConfig, progress: Progress
+    context: Any,
+    recipe: Any,
+    data: EvalSet,
+    eval_items: list[Item],
+    reference: Reference,
+    config: OptimizeConfig,
+    progress: Progress,
 ) -> VariantResult:
     from inferopt.bench.harness import benchmark_variant, steps_for
-    from inferopt.engine import Embedder
     from inferopt.recipes.base import build, config_to_dict
 
     cores, plan = usable_cores(), config.bench_plan
@@ -220,13 +175,12 @@ def _measure(
         variant.name, config_to_dict(recipe), variant.runtime, variant.servable, variant.build_seconds, variant.notes
     )
     progress.update(task, total=1 + steps_for(variant, plan, cores), completed=1, description=f"{recipe.name}: verify")
-    with Embedder(context.tokenizer, [variant.make_backend(cores)], batch_size=EVAL_BATCH) as embedder:
-        result.accuracy = evaluate(data, reference, embedder.embed(list(data.texts)))
+    result.accuracy = verify(context.task, variant.make_backend(cores), data, eval_items, reference.eval_outputs)
     progress.update(task, description=f"{recipe.name}: benchmark")
     result.bench = benchmark_variant(
         variant,
-        context.tokenizer,
-        list(data.texts),
+        context.task,
+        list(data.inputs),
         plan,
         cores=cores,
         price_per_hour=config.price_per_hour,
@@ -237,7 +191,39 @@ def _measure(
     return result
 
 
-def _write_outputs(staging: Path, result: RunResult, spec: ModelSpec, model_dir: Path) -> Path | None:
+def _final_rounds(result: RunResult, task: Task, data: EvalSet, config: OptimizeConfig, progress: Progress) -> None:
+    """Re-measure the fastest servable variants within budget side by side, so that the pick is decided by
+    ratios measured in one stretch of time, not by which variant ran while the host was quiet."""
+    from inferopt.bench.harness import interleaved_rounds
+
+    budget = Budget(tuple(result.budget.items()))
+    within = [
+        v
+        for v in result.measured
+        if v.servable and not budget.misses(v.accuracy)  # type: ignore[arg-type]
+    ]
+    if len(within) < 2:
+        return
+    fastest = max(v.bench.best.items_per_second for v in within)  # type: ignore[union-attr]
+    contenders = [v for v in within if v.bench.best.items_per_second >= CONTENDER_SHARE * fastest]  # type: ignore[union-attr]
+    if len(contenders) < 2:
+        return
+    plan = config.bench_plan
+    step = progress.add_task(f"final rounds: {len(contenders)} fastest side by side", total=plan.final_rounds)
+    built = {v.name: (_onnx_variant(v), v.bench.best.settings) for v in contenders}  # type: ignore[union-attr]
+    rates = interleaved_rounds(built, task, list(data.inputs), plan, advance=lambda: progress.advance(step))
+    for v in contenders:
+        v.bench.rounds = rates[v.name]  # type: ignore[union-attr]
+
+
+def _onnx_variant(result: VariantResult) -> Any:
+    from inferopt.recipes.base import onnx_variant
+
+    assert result.model_path is not None  # servable variants have one
+    return onnx_variant(result.name, None, result.model_path)
+
+
+def _write_outputs(staging: Path, result: RunResult, task: Task, work: Path) -> Path | None:
     from inferopt.report import write_reports
 
     write_reports(result, staging)
@@ -249,5 +235,6 @@ def _write_outputs(staging: Path, result: RunResult, spec: ModelSpec, model_dir:
 
     variant = result.variant(chosen)
     assert variant.model_path is not None  # only servable variants are chosen
-    files = {"model.onnx": variant.model_path, "tokenizer.json": model_dir / "tokenizer.json"}
-    return write_artifact(staging / "artifact", build_manifest(result, variant, spec), files).parent
+    assets = task.assets(work)
+    files = {"model.onnx": variant.model_path, **assets}
+    return write_artifact(staging / "artifact", build_manifest(result, variant, task, sorted(assets)), files).parent

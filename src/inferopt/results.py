@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferopt.accuracy import AccuracyReport
+from inferopt.accuracy.report import AccuracyReport, Measure
 from inferopt.bench.harness import BenchResult
 from inferopt.select import Selection
 
@@ -40,17 +40,20 @@ class VariantResult:
 
 @dataclass
 class RunResult:
+    task: str
     model_name: str
-    model_dir: str
+    model_location: str
     data_name: str
-    data_texts: int
-    data_pairs: int
-    budget: dict[str, Any]
+    data_summary: str
+    data_items: int
+    budget: dict[str, float]
+    measures: tuple[Measure, ...]  # the task's, in display order
     environment: dict[str, Any]
     export: dict[str, Any]
     variants: list[VariantResult]
     selection: Selection | None = None
     seconds: float = 0.0
+    export_error: str | None = None  # the module did not export: only the PyTorch variants were measured
 
     @property
     def measured(self) -> list[VariantResult]:
@@ -59,15 +62,28 @@ class RunResult:
     def variant(self, name: str) -> VariantResult:
         return next(v for v in self.variants if v.name == name)
 
+    @property
+    def metric_name(self) -> str | None:
+        return next((v.accuracy.metric_name for v in self.measured if v.accuracy and v.accuracy.metric_name), None)
+
     def to_dict(self) -> dict[str, Any]:
         selection = self.selection
         return {
-            "model": {"name": self.model_name, "dir": self.model_dir},
-            "data": {"name": self.data_name, "texts": self.data_texts, "pairs": self.data_pairs},
+            "task": self.task,
+            "model": {"name": self.model_name, "location": self.model_location},
+            "data": {"name": self.data_name, "summary": self.data_summary, "items": self.data_items},
             "budget": self.budget,
             "environment": self.environment,
             "export": self.export,
+            "export_error": self.export_error,
             "variants": [v.to_dict() for v in self.variants],
-            "selection": None if selection is None else {"chosen": selection.chosen, "failures": selection.failures},
+            "selection": None
+            if selection is None
+            else {
+                "chosen": selection.chosen,
+                "failures": selection.failures,
+                "tied": selection.tied,
+                "tie_tolerance": selection.noise,
+            },
             "seconds": self.seconds,
         }

@@ -11,17 +11,18 @@ import pytest
 from tests.conftest import STSB_DEV
 
 from inferopt.accuracy import fidelity
-from inferopt.engine import Embedder
-from inferopt.evaldata import builtin_corpus, load_eval_data
 from inferopt.hardware import cpu_info
 from inferopt.recipes import BuildContext, build
-from inferopt.recipes.graph import GraphConfig, expected_fusions, op_counts
+from inferopt.recipes.calibration import Calibration
+from inferopt.recipes.graph import GraphConfig, op_counts
 from inferopt.recipes.half import HalfPrecisionConfig
 from inferopt.recipes.int8_dynamic import DynamicInt8Config
 from inferopt.recipes.int8_sensitivity import SensitivityInt8Config
 from inferopt.recipes.int8_static import StaticInt8Config
-from inferopt.runtime.torch import TorchBackend
-from inferopt.tasks.text_embedding import OUTPUT_NAME, TextTokenizer, load_source_model, read_model_spec
+from inferopt.tasks.text_embedding import TextEmbeddingTask
+from inferopt.tasks.text_embedding.embedder import Embedder
+from inferopt.tasks.text_embedding.evaldata import builtin_corpus, load_eval_data
+from inferopt.verify import Reference
 
 pytestmark = pytest.mark.slow
 EVAL_TEXTS = 400
@@ -35,27 +36,24 @@ def eval_texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, eval_texts: list[str]) -> BuildContext:
-    from inferopt.export import export_onnx
-
-    spec = read_model_spec(minilm_dir)
-    tokenizer = TextTokenizer.from_dir(minilm_dir, spec.max_length)
-    calibration = list(builtin_corpus().texts)
-    torch_embed = Embedder(tokenizer, [TorchBackend(load_source_model(minilm_dir), [OUTPUT_NAME])])
+    task = TextEmbeddingTask.from_model(str(minilm_dir))
+    source = task.load_source()
+    eval_items = task.preprocess(eval_texts)
+    calibration_items = task.preprocess(task.calibration_inputs())
+    reference = Reference.compute(task, source, eval_items, calibration_items, 2)
     work = tmp_path_factory.mktemp("recipes")
-    exported = export_onnx(
-        minilm_dir, tokenizer, torch_embed.embed(eval_texts[:64]), eval_texts[:64], work / "model.onnx"
-    )
-    assert exported.parity_mean_cosine >= 0.9999 and exported.parity_min_cosine >= 0.9999
-    ctx = BuildContext(
-        minilm_dir, spec, tokenizer, work, cpu_info(), exported.path, calibration, torch_embed.embed(calibration)
-    )
-    ctx.cached("reference", lambda: torch_embed.embed(eval_texts))
+    path, export, error = reference.export(work / "model.onnx", eval_items[:64])
+    assert error is None and path is not None
+    assert export["parity_mean_cosine"] >= 0.9999 and export["parity_min_cosine"] >= 0.9999
+    calibration = Calibration(task, calibration_items, reference.calibration_outputs)
+    ctx = BuildContext(task, source, work, cpu_info(), path, calibration)  # type: ignore[arg-type]
+    ctx.cached("reference", lambda: reference.eval_outputs["embeddings"])
     return ctx
 
 
 def _fidelity_of(context: BuildContext, config: Any, texts: list[str]) -> Any:
     variant = build(context, config)
-    with Embedder(context.tokenizer, [variant.make_backend(2)]) as embedder:
+    with Embedder(context.task, [variant.make_backend(2)]) as embedder:  # type: ignore[arg-type]
         return variant, fidelity(context.cached("reference", lambda: None), embedder.embed(texts))
 
 
@@ -78,7 +76,8 @@ def _session_op_counts(model_path: Path) -> dict[str, int]:
 
 def test_transformer_fusions_are_complete(context: BuildContext, eval_texts: list[str]) -> None:
     variant, fid = _fidelity_of(context, GraphConfig(name="onnx-fused", transformer_fusions=True), eval_texts)
-    assert expected_fusions(context.spec) == {
+    expected = context.fusion.expected_ops
+    assert expected == {
         "Attention": 6,
         "LayerNormalization": 12,
         "SkipLayerNormalization": 0,
@@ -86,10 +85,10 @@ def test_transformer_fusions_are_complete(context: BuildContext, eval_texts: lis
         "EmbedLayerNormalization": 1,
     }
     counts = op_counts(variant.model_path)
-    assert {op: counts[op] for op in expected_fusions(context.spec)} == expected_fusions(context.spec)
+    assert {op: counts[op] for op in expected} == expected
     at_load = _session_op_counts(variant.model_path)  # ONNX Runtime must not re-fuse them when it loads the graph
     assert at_load.get("SkipLayerNormalization", 0) == 0
-    assert at_load.get("LayerNormalization", 0) == 2 * context.spec.num_layers
+    assert at_load.get("LayerNormalization", 0) == 2 * 6  # two per layer
     assert counts["MatMul"] == 18  # attention output + two FFN projections per layer remain plain MatMuls
     assert fid.mean_cosine >= 0.9999
 
@@ -138,7 +137,7 @@ def test_smoothing_keeps_fp32_exact(context: BuildContext, eval_texts: list[str]
     from inferopt.runtime.onnx import OnnxBackend
 
     smoothed = base_graph(context, DynamicInt8Config(smooth_alpha=0.6))
-    with Embedder(context.tokenizer, [OnnxBackend(smoothed, intra_op_threads=2)]) as embedder:
+    with Embedder(context.task, [OnnxBackend(smoothed, intra_op_threads=2)]) as embedder:  # type: ignore[arg-type]
         fid = fidelity(context.cached("reference", lambda: None), embedder.embed(eval_texts))
     assert fid.min_cosine >= 0.9999
 

@@ -7,14 +7,17 @@ from inferopt.artifact import MANIFEST, load_artifact, write_artifact
 from inferopt.errors import ArtifactError
 
 MANIFEST_BODY = {
-    "task": "text-embedding",
+    "task": {"name": "text-embedding", "version": 1, "config": {"max_length": 128}, "assets": ["tokenizer.json"]},
     "model_name": "tiny",
     "runtime": {
         "kind": "onnxruntime",
         "model_file": "model.onnx",
         "settings": {"sessions": 2, "intra_op_threads": 1, "batch_size": 16},
     },
-    "preprocessing": {"tokenizer_file": "tokenizer.json", "max_length": 128},
+    "io": {
+        "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]}],
+        "outputs": [{"name": "embeddings", "dtype": "float32", "shape": ["batch", 32]}],
+    },
 }
 
 
@@ -31,7 +34,8 @@ def artifact_dir(tmp_path: Path) -> Path:
 def test_round_trip(artifact_dir: Path) -> None:
     artifact = load_artifact(artifact_dir)
     assert artifact.settings.sessions == 2 and artifact.settings.batch_size == 16
-    assert artifact.max_length == 128 and artifact.model_file == artifact_dir / "model.onnx"
+    assert artifact.task == "text-embedding" and artifact.model_file == artifact_dir / "model.onnx"
+    assert artifact.io.input_names == ["input_ids"] and artifact.io.outputs[0].shape == ("batch", 32)
     assert set(artifact.manifest["files"]) == {"model.onnx", "tokenizer.json"}
     assert len(artifact.artifact_id) == 16
 
@@ -57,3 +61,10 @@ def test_missing_file_and_bad_manifests(artifact_dir: Path, tmp_path: Path) -> N
         load_artifact(tmp_path)
     with pytest.raises(ArtifactError, match="does not exist"):
         load_artifact(tmp_path / "nowhere")
+
+
+def test_a_schema_1_artifact_is_refused_with_what_to_do(artifact_dir: Path) -> None:
+    manifest = json.loads((artifact_dir / MANIFEST).read_text())
+    (artifact_dir / MANIFEST).write_text(json.dumps(manifest | {"schema_version": 1, "task": "text-embedding"}))
+    with pytest.raises(ArtifactError, match=r"schema version 1.*re-run inferopt optimize"):
+        load_artifact(artifact_dir)

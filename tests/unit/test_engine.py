@@ -3,9 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inferopt.engine import Embedder, batch_order
+from inferopt.batching import arrival_batches, sorted_batches
 from inferopt.runtime.fake import FakeBackend
-from inferopt.tasks.text_embedding import TextTokenizer, pad_batch
+from inferopt.tasks.base import Item
+from inferopt.tasks.text_embedding.embedder import Embedder
+from inferopt.tasks.text_embedding.tokenizer import TextTokenizer, pad_batch
 
 
 def test_pad_batch_masks_real_tokens() -> None:
@@ -15,10 +17,12 @@ def test_pad_batch_masks_real_tokens() -> None:
     assert feeds["token_type_ids"].sum() == 0 and feeds["input_ids"].dtype == np.int64
 
 
-def test_batch_order_sorts_by_length() -> None:
-    batches = batch_order(np.array([5, 1, 4, 2, 3]), 2, sort_by_length=True)
-    assert [b.tolist() for b in batches] == [[1, 3], [4, 2], [0]]
-    assert [b.tolist() for b in batch_order(np.array([5, 1, 4]), 2, sort_by_length=False)] == [[0, 1], [2]]
+def test_batches_sort_by_cost_and_keep_groups_apart() -> None:
+    items = [Item(None, cost) for cost in (5, 1, 4, 2, 3)]
+    assert sorted_batches(items, 2) == [[1, 3], [4, 2], [0]]
+    assert arrival_batches(items[:3], 2) == [[0, 1], [2]]
+    grouped = [Item(None, 1, "a"), Item(None, 1, "b"), Item(None, 2, "a")]
+    assert sorted_batches(grouped, 4) == [[0, 2], [1]]  # items of two shapes never share a batch
 
 
 @pytest.fixture(scope="module")

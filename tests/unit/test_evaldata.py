@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from inferopt.errors import InputError
-from inferopt.evaldata import builtin_corpus, load_eval_data
+from inferopt.tasks.text_embedding.evaldata import builtin_corpus, load_eval_data
 
 
 def test_builtin_corpus_is_varied() -> None:

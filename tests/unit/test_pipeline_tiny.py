@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 from tests.tiny_model import build_tiny_bert
 
+import inferopt
 from inferopt.artifact import load_artifact
 from inferopt.config import Budget, OptimizeConfig
-from inferopt.engine import Embedder
 from inferopt.errors import BudgetNotMet
 from inferopt.hardware import cpu_info
 from inferopt.optimize import run_optimize
@@ -34,7 +34,7 @@ def texts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(tiny_dir: Path, texts_file: Path, out: Path, **kw: object) -> OptimizeConfig:
-    base = {"model_dir": tiny_dir, "data": texts_file, "out": out, "quick": True}
+    base = {"model": str(tiny_dir), "data": texts_file, "out": out, "quick": True}
     recipes = (
         TorchEagerConfig(),
         GraphConfig(name="onnx-fused", transformer_fusions=True),
@@ -56,9 +56,10 @@ def test_tiny_model_end_to_end(tiny_dir: Path, texts_file: Path, tmp_path: Path)
         "BiasGelu": 2,
         "EmbedLayerNormalization": 1,
     }
-    assert fused.accuracy is not None and fused.accuracy.fidelity.mean_cosine > 0.9999
+    assert fused.accuracy is not None and fused.accuracy.get("mean_cosine") > 0.9999
     assert result.variant("torch-fp32").servable is False
     assert result.selection is not None and result.selection.chosen in {"onnx-fused", "int8-per-channel"}
+    assert set(result.variant("onnx-fused").accuracy.passes) == {"served", "mixed-64"}  # type: ignore[union-attr]
     for name in ("report.json", "results.csv", "report.html"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -67,11 +68,25 @@ def test_tiny_model_end_to_end(tiny_dir: Path, texts_file: Path, tmp_path: Path)
 
     artifact = load_artifact(outcome.artifact_dir)
     assert artifact.manifest["recipe"]["name"] == result.selection.chosen
-    assert artifact.manifest["preprocessing"]["max_length"] == 64
-    with Embedder.from_artifact(artifact) as embedder:
+    assert artifact.manifest["task"]["config"]["max_length"] == 64
+    with inferopt.Embedder.from_artifact(artifact) as embedder:
         vectors = embedder.embed(["hello there", "a second sentence"])
     assert vectors.shape == (2, 32)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    with inferopt.Predictor.from_artifact(artifact) as predictor:
+        predicted = predictor.predict(["hello there", "a second sentence"])
+    np.testing.assert_allclose(np.stack(predicted), vectors, rtol=1e-5)  # the task-neutral API, the same vectors
+
+
+def test_a_strict_budget_leaves_only_the_fp32_graph_and_it_wins(
+    tiny_dir: Path, texts_file: Path, tmp_path: Path
+) -> None:
+    """INT8 cannot keep 0.99999 of every embedding; the exact FP32 graph can. So the pick is known in advance."""
+    config = _config(tiny_dir, texts_file, tmp_path / "out", budget=Budget.of(mean_cosine=0.99999, min_cosine=0.9999))
+    outcome = run_optimize(config, Console(quiet=True))
+    selection = outcome.result.selection
+    assert selection is not None and selection.chosen == "onnx-fused"
+    assert "int8-per-channel" in selection.failures and "torch-fp32" not in selection.failures
 
 
 def test_unmeetable_budget_writes_report_but_no_artifact(tiny_dir: Path, texts_file: Path, tmp_path: Path) -> None:
@@ -79,7 +94,7 @@ def test_unmeetable_budget_writes_report_but_no_artifact(tiny_dir: Path, texts_f
         tiny_dir,
         texts_file,
         tmp_path / "out",
-        budget=Budget(1.0, None, None),
+        budget=Budget.of(mean_cosine=1.0),
         recipes=(DynamicInt8Config.study_default(),),
     )
     with pytest.raises(BudgetNotMet, match=r"int8-study-default: mean cosine .* < 1.0"):

@@ -16,13 +16,20 @@ ArrivalOption = typer.Option(help="Arrival process of the open-loop schedule: po
 
 
 def load_command(
-    url: Annotated[str, typer.Argument(help="Server URL; an empty path means /v1/embeddings")],
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="Server URL: /v1/embeddings (the default path), /v1/models/NAME:predict or /v2/models/NAME/infer"
+        ),
+    ],
     rate: Annotated[float | None, typer.Option(help="Open-loop rate in req/s (find-peak: the start rate)")] = None,
     duration: Annotated[float, typer.Option(help="Seconds per run, warm-up included")] = 20.0,
     warmup: Annotated[float, typer.Option(help="Seconds at the start that are sent but not measured")] = 2.0,
     arrival: Annotated[str, ArrivalOption] = "poisson",
     concurrency: Annotated[int | None, typer.Option(help="Closed loop with N connections instead of a rate")] = None,
-    inputs: Annotated[Path | None, typer.Option(help="Texts: one per line, or STS format (default: built-in)")] = None,
+    inputs: Annotated[
+        Path | None, typer.Option(help="Texts (one per line, or STS format) or tensor rows (.npz); default: built-in")
+    ] = None,
     zipf: Annotated[
         float | None, typer.Option(help="Pick inputs with a Zipf skew (e.g. 1.1) for cache studies")
     ] = None,
@@ -119,13 +126,15 @@ def profile_command(
     target: Annotated[str, typer.Argument(help="A server URL (uses its Server-Timing) or an artifact folder")],
     requests: Annotated[int, typer.Option(help="Requests to time, one at a time")] = 1000,
     warmup: Annotated[int, typer.Option(help="Requests sent first and not timed")] = 20,
-    inputs: Annotated[Path | None, typer.Option(help="Texts: one per line, or STS format (default: built-in)")] = None,
+    inputs: Annotated[
+        Path | None, typer.Option(help="Texts (one per line, or STS format) or tensor rows (.npz); default: built-in")
+    ] = None,
     chart: Annotated[Path | None, typer.Option(help="Stacked bar chart of the stages (.png or .html)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the breakdown as JSON here")] = None,
 ) -> None:
-    """Where the time of one request goes: network + HTTP, decode, tokenize, queue, inference, postprocess,
+    """Where the time of one request goes: network + HTTP, decode, preprocess, queue, inference, postprocess,
     encode. Against a URL from the server's Server-Timing header; against an artifact, in-process."""
-    from inferopt.bench.inputs import distinct_inputs, load_texts
+    from inferopt.bench.inputs import distinct_inputs, load_inputs
     from inferopt.bench.load_console import print_profile
     from inferopt.bench.profile import looks_like_url, profile_artifact, profile_url
 
@@ -135,14 +144,20 @@ def profile_command(
         from inferopt.bench.charts import check_chart_path
 
         check_chart_path(chart)
-    # Distinct texts for every request: a repeated text would be a cache hit and skip the model.
-    texts = distinct_inputs(load_texts(inputs), requests + warmup)
+    url = looks_like_url(target)
     console = Console()
+    # Distinct texts for every request: a repeated text would be a cache hit and skip the model. Tensor rows
+    # cannot be stretched; they are cycled, and the profile says so.
+    loaded: list[Any] | None = load_inputs(inputs) if inputs is not None or url else None
+    texts = bool(loaded) and isinstance(loaded[0], str)  # type: ignore[index]
+    chosen = distinct_inputs(loaded, requests + warmup) if texts and loaded else loaded
     with console.status(f"profiling {target} with {requests:,} requests..."):
-        if looks_like_url(target):
-            result = profile_url(target, texts, requests, warmup=warmup)
+        if url:
+            result = profile_url(target, chosen, requests, warmup=warmup)  # type: ignore[arg-type]
         else:
-            result = profile_artifact(Path(target), texts, requests, warmup=warmup)
+            result = profile_artifact(Path(target), chosen, requests, warmup=warmup)
+    if chosen and not texts and len(chosen) < requests + warmup:
+        result.notes.append(f"{len(chosen)} distinct rows cycled: repeats may be answered from the server's cache")
     print_profile(result, console)
     if chart is not None:
         from inferopt.bench.charts import stage_bars, write_chart

@@ -1,25 +1,28 @@
-"""In-process benchmark of one variant: single-request latency, then throughput over a batch-size sweep for
-each thread layout (one instance with N intra-op threads vs N instances with one thread each), with model
-size, peak memory and cost.
+"""In-process benchmark of one variant, for any task: single-request latency, then throughput over a batch-size
+sweep for each thread layout (one instance with N intra-op threads vs N instances with one thread each), with
+model size, peak memory and cost.
 
-Every point is warmed up first; throughput passes embed the same texts through the same Embedder the
-artifact is served with (length-sorted batches), so the chosen settings are the ones that were measured.
+Every point is warmed up first; throughput passes run the eval inputs through the same engine the artifact is
+served with (cost-sorted batches, the task's own preprocessing), so the chosen settings are the ones that
+were measured. `interleaved_rounds` re-measures the fastest few side by side (A B C A B C ...), so that
+optimize can tell a real difference from the host's drift.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from inferopt.bench.cost import cost_per_million
 from inferopt.bench.memory import PeakRss
 from inferopt.bench.stats import latency_summary
 from inferopt.config import BenchPlan
-from inferopt.engine import Embedder
+from inferopt.engine import Predictor
 from inferopt.recipes.base import Variant
 from inferopt.runtime.base import Backend, RuntimeSettings
-from inferopt.tasks.text_embedding import TextTokenizer, pad_batch
+from inferopt.tasks.base import Task
 
 LATENCY_WARMUP = 20
 
@@ -48,6 +51,7 @@ class BenchResult:
     added_rss_mb: float
     price_per_hour: float
     layouts: list[tuple[int, int]] = field(default_factory=list)
+    rounds: list[float] = field(default_factory=list)  # items/s of the best point, per interleaved final round
 
     @property
     def best(self) -> SweepPoint:
@@ -62,6 +66,7 @@ class BenchResult:
             "latency_ms": self.latency_ms,
             "sweep": [asdict(p) for p in self.sweep],
             "best": asdict(self.best),
+            "rounds_items_per_second": self.rounds,
             "size_bytes": self.size_bytes,
             "peak_rss_mb": self.peak_rss_mb,
             "added_rss_mb": self.added_rss_mb,
@@ -78,36 +83,37 @@ def thread_layouts(variant: Variant, cores: int) -> list[tuple[int, int]]:
     return layouts
 
 
-def representative_sample(texts: list[str], size: int) -> list[str]:
-    """`size` texts spread evenly over the whole eval set, in its order. Not its first `size`: data files are
+def representative_sample(inputs: Sequence[Any], size: int) -> list[Any]:
+    """`size` inputs spread evenly over the whole eval set, in its order. Not its first `size`: data files are
     often grouped by source (STS-B dev's first third is short captions, 11.6 tokens against 16.4 overall), and
     a throughput measured on one group would flatter every variant. Short sets are cycled up to `size`, so
     that large batches are measured over many batches, not two."""
-    if len(texts) <= size:
-        return (texts * -(-size // len(texts)))[:size]
-    step = len(texts) / size
-    return [texts[int(i * step)] for i in range(size)]
+    inputs = list(inputs)
+    if len(inputs) <= size:
+        return (inputs * -(-size // len(inputs)))[:size]
+    step = len(inputs) / size
+    return [inputs[int(i * step)] for i in range(size)]
 
 
-def measure_latency(backend: Backend, tokenizer: TextTokenizer, texts: list[str], samples: int) -> list[float]:
-    """Seconds per single-text request, tokenization included, cycling through `texts` in order."""
+def measure_latency(backend: Backend, task: Task, inputs: list[Any], samples: int) -> list[float]:
+    """Seconds per single-input request, preprocessing included, cycling through `inputs` in order."""
     timings = []
     for i in range(LATENCY_WARMUP + samples):
-        text = texts[i % len(texts)]
+        raw = inputs[i % len(inputs)]
         started = time.perf_counter()
-        backend.run(pad_batch(tokenizer.encode_ids([text]), tokenizer.pad_id))
+        backend.run(task.collate(task.preprocess([raw])))
         if i >= LATENCY_WARMUP:
             timings.append(time.perf_counter() - started)
     return timings
 
 
-def measure_throughput(embedder: Embedder, texts: list[str], seconds: float) -> tuple[int, float]:
-    """Items embedded and time taken, repeating whole passes until `seconds` have passed (at least one)."""
-    embedder.embed(texts[: min(len(texts), 4 * embedder.batch_size)])  # warm the shapes this point uses
+def measure_throughput(predictor: Predictor, inputs: list[Any], seconds: float) -> tuple[int, float]:
+    """Items run and time taken, repeating whole passes until `seconds` have passed (at least one)."""
+    predictor.outputs(inputs[: min(len(inputs), 4 * predictor.batch_size)])  # warm the shapes this point uses
     items, started = 0, time.perf_counter()
     while True:
-        embedder.embed(texts)
-        items += len(texts)
+        predictor.outputs(inputs)
+        items += len(inputs)
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
             return items, elapsed
@@ -115,18 +121,18 @@ def measure_throughput(embedder: Embedder, texts: list[str], seconds: float) -> 
 
 def benchmark_variant(
     variant: Variant,
-    tokenizer: TextTokenizer,
-    texts: list[str],
+    task: Task,
+    inputs: Sequence[Any],
     plan: BenchPlan,
     *,
     cores: int,
     price_per_hour: float,
     advance: Callable[[], None] = lambda: None,
 ) -> BenchResult:
-    texts = representative_sample(texts, plan.max_texts)
+    sample = representative_sample(inputs, plan.max_texts)
     with PeakRss() as rss:
         single = variant.make_backend(cores)
-        samples = measure_latency(single, tokenizer, texts, plan.latency_samples)
+        samples = measure_latency(single, task, sample, plan.latency_samples)
         advance()
         sweep = []
         layouts = thread_layouts(variant, cores)
@@ -137,8 +143,8 @@ def benchmark_variant(
                 else [variant.make_backend(threads) for _ in range(sessions)]
             )
             for batch_size in plan.batch_sizes:
-                with Embedder(tokenizer, backends, batch_size=batch_size) as embedder:
-                    items, elapsed = measure_throughput(embedder, texts, plan.sweep_seconds)
+                with Predictor(task, backends, batch_size=batch_size) as predictor:
+                    items, elapsed = measure_throughput(predictor, sample, plan.sweep_seconds)
                 sweep.append(SweepPoint(sessions, threads, batch_size, items / elapsed, items, elapsed))
                 advance()
     return BenchResult(
@@ -156,3 +162,35 @@ def benchmark_variant(
 def steps_for(variant: Variant, plan: BenchPlan, cores: int) -> int:
     """Progress steps benchmark_variant will report."""
     return 1 + len(thread_layouts(variant, cores)) * len(plan.batch_sizes)
+
+
+def interleaved_rounds(
+    contenders: dict[str, tuple[Variant, RuntimeSettings]],
+    task: Task,
+    inputs: Sequence[Any],
+    plan: BenchPlan,
+    advance: Callable[[], None] = lambda: None,
+) -> dict[str, list[float]]:
+    """Items/s of each contender at its chosen settings, measured in `plan.final_rounds` rounds that take them in
+    turn (the order rotating each round): drift of the host between rounds affects them all alike."""
+    sample = representative_sample(inputs, plan.max_texts)
+    predictors = {
+        name: Predictor(
+            task,
+            [variant.make_backend(settings.intra_op_threads) for _ in range(settings.sessions)],
+            batch_size=settings.batch_size,
+        )
+        for name, (variant, settings) in contenders.items()
+    }
+    names = list(predictors)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for r in range(plan.final_rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                items, elapsed = measure_throughput(predictors[name], sample, plan.sweep_seconds)
+                rates[name].append(items / elapsed)
+            advance()
+    finally:
+        for predictor in predictors.values():
+            predictor.close()
+    return rates

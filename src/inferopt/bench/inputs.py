@@ -1,4 +1,6 @@
-"""What the load generator sends: texts from a file (one per line, or STS format) or the built-in corpus.
+"""What the load generator and the profiler send: texts from a file (one per line, or STS format) or the
+built-in corpus, or tensor rows from an .npz file; encoded as the route's protocol wants them (OpenAI
+embeddings, KServe v1 :predict, or Open Inference Protocol v2 /infer).
 
 For cache studies the texts are stretched to exactly `--distinct` different inputs (a text reused with a
 numbered suffix is a different cache key but costs the model about the same), and `schedule.input_sequence`
@@ -7,12 +9,32 @@ decides which input each request carries.
 
 from __future__ import annotations
 
+import http.client
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import orjson
+
+from inferopt.bench.http1 import Target
+from inferopt.datafiles import read_npz, read_text_file
 from inferopt.errors import InputError
-from inferopt.evaldata import builtin_corpus, read_text_file
+
+Row = dict[str, np.ndarray]  # one tensor input: name -> array without the batch axis
+PREDICT_SUFFIX = ":predict"
+INFER_SUFFIX = "/infer"
+METADATA_TIMEOUT_S = 10.0
 
 STS_COLUMNS = 7  # genre, file, year, id, score, sentence1, sentence2
+
+
+def load_inputs(path: Path | None) -> list[str] | list[Row]:
+    """Rows of an .npz file (arrays with the batch on axis 0), else texts (see load_texts)."""
+    if path is not None and path.suffix.lower() == ".npz":
+        arrays = read_npz(path, "--inputs")
+        rows = len(next(iter(arrays.values())))
+        return [{name: value[i] for name, value in arrays.items()} for i in range(rows)]
+    return load_texts(path)
 
 
 def load_texts(path: Path | None) -> list[str]:
@@ -25,22 +47,63 @@ def load_texts(path: Path | None) -> list[str]:
     return unique
 
 
-def distinct_inputs(texts: list[str], distinct: int | None) -> list[str]:
-    """Exactly `distinct` different texts (all of `texts` when None)."""
+def distinct_inputs(texts: list[Any], distinct: int | None) -> list[Any]:
+    """Exactly `distinct` different inputs (all of them when None). Texts are stretched with numbered
+    suffixes; tensor rows cannot be, so there may not be more than the file holds."""
     if distinct is None:
         return texts
     if distinct < 1:
         raise InputError(f"--distinct must be at least 1, got {distinct}", "pass a positive number of inputs")
     if distinct <= len(texts):
         return texts[:distinct]
+    if not isinstance(texts[0], str):
+        raise InputError(f"The inputs hold {len(texts)} rows, fewer than --distinct {distinct}", "lower --distinct")
     return [texts[i % len(texts)] + ("" if i < len(texts) else f" ({i // len(texts)})") for i in range(distinct)]
 
 
-def _builtin_corpus() -> list[str]:
+def request_body(path: str, inputs: list[Any], *, model: str | None = None, v2_text_input: str = "text") -> bytes:
+    """The JSON body that carries `inputs` to the route at `path`: OIP v2 for .../infer, KServe v1 for
+    ...:predict, else OpenAI embeddings (texts only). `v2_text_input`: the name of a text model's BYTES input."""
+    if path.endswith(INFER_SUFFIX):
+        from inferopt.serve.wire.oip_v2 import encode_infer_request
+
+        if isinstance(inputs[0], str):
+            return encode_infer_request({v2_text_input: list(inputs)})
+        return encode_infer_request({name: np.stack([row[name] for row in inputs]) for name in inputs[0]})
+    if path.endswith(PREDICT_SUFFIX):
+        return orjson.dumps({"instances": inputs}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not isinstance(inputs[0], str):
+        raise InputError(
+            "Tensor inputs (.npz) go to an OIP v2 or KServe v1 route, not the embeddings route",
+            "use a URL ending in /v2/models/NAME/infer or /v1/models/NAME:predict",
+        )
+    body: dict[str, Any] = {"input": inputs[0] if len(inputs) == 1 else list(inputs)}
+    return orjson.dumps(body | ({"model": model} if model else {}))
+
+
+def v2_text_input(target: Target) -> str:
+    """The BYTES input a text model takes over OIP v2, as the server's model metadata names it."""
+    cls = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
+    conn = cls(target.host, target.port, timeout=METADATA_TIMEOUT_S)
     try:
-        return list(builtin_corpus().texts)
-    except FileNotFoundError as exc:
-        raise InputError("The built-in corpus is not installed", "pass --inputs FILE (one text per line)") from exc
+        conn.request("GET", target.path[: -len(INFER_SUFFIX)])
+        response = conn.getresponse()
+        metadata = orjson.loads(response.read()) if response.status == 200 else {}
+    except (OSError, http.client.HTTPException, orjson.JSONDecodeError):
+        metadata = {}
+    finally:
+        conn.close()
+    names = [i.get("name") for i in metadata.get("inputs", []) if i.get("datatype") == "BYTES"]
+    return str(names[0]) if names else "text"
+
+
+def _builtin_corpus() -> list[str]:
+    from inferopt.tasks.registry import DEFAULT_TASK, task_class
+
+    texts = task_class(DEFAULT_TASK).sample_inputs()
+    if not texts:
+        raise InputError("The built-in corpus is not installed", "pass --inputs FILE (one text per line)")
+    return [str(t) for t in texts]
 
 
 def _read_file(path: Path) -> list[str]:

@@ -23,13 +23,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import orjson
 
 from inferopt.bench.http1 import Target, encode_post, parse_target
-from inferopt.bench.inputs import distinct_inputs, load_texts
+from inferopt.bench.inputs import INFER_SUFFIX, distinct_inputs, load_inputs, request_body, v2_text_input
 from inferopt.bench.load_result import CLOSED_LOOP, OPEN_LOOP, LoadResult, merge_records, summarize
 from inferopt.bench.schedule import ARRIVALS, Arrival, arrival_offsets, input_sequence
 from inferopt.bench.sender import PROGRESS_FIELDS, WorkerPlan, WorkerRecord
@@ -111,13 +109,14 @@ def _positive(flag: str, value: float) -> None:
 
 def build_requests(config: LoadConfig, target: Target) -> list[bytes]:
     """Every distinct request, HTTP-encoded once: the senders only pick one and write it."""
-    texts = distinct_inputs(load_texts(config.inputs), config.distinct)
+    inputs = distinct_inputs(load_inputs(config.inputs), config.distinct)
     k = config.items_per_request
+    v2_text = v2_text_input(target) if target.path.endswith(INFER_SUFFIX) and isinstance(inputs[0], str) else "text"
     requests = []
-    for i in range(len(texts)):
-        inp: str | list[str] = texts[i] if k == 1 else [texts[(i * k + j) % len(texts)] for j in range(k)]
-        body: dict[str, Any] = {"input": inp} | ({"model": config.model} if config.model else {})
-        requests.append(encode_post(target, orjson.dumps(body)))
+    for i in range(len(inputs)):
+        group = [inputs[(i * k + j) % len(inputs)] for j in range(k)]
+        body = request_body(target.path, group, model=config.model, v2_text_input=v2_text)
+        requests.append(encode_post(target, body))
     return requests
 
 

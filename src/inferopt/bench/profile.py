@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ import orjson
 from inferopt.bench.http1 import parse_target
 from inferopt.bench.stats import min_samples_for
 from inferopt.errors import InputError
+from inferopt.tasks.base import Task
 
-SERVER_STAGES = ("decode", "tokenize", "queue", "inference", "postprocess", "encode")
+SERVER_STAGES = ("decode", "preprocess", "queue", "inference", "postprocess", "encode")
 NETWORK = "network + HTTP"
 SERVER_OTHER = "server (other)"
 TYPICAL_BAND = (40.0, 60.0)
@@ -120,17 +122,21 @@ def parse_server_timing(header: str) -> dict[str, float]:
 
 
 def profile_url(
-    url: str, texts: list[str], requests: int, *, warmup: int = 20, timeout_s: float = 30.0
+    url: str, inputs: list[Any], requests: int, *, warmup: int = 20, timeout_s: float = 30.0
 ) -> ProfileResult:
     """Sequential requests to `url`, each split into network + HTTP and the server's own stages."""
+    from inferopt.bench.inputs import INFER_SUFFIX, request_body, v2_text_input
+
     target = parse_target(url)
+    text_v2 = target.path.endswith(INFER_SUFFIX) and isinstance(inputs[0], str)
+    v2_text = v2_text_input(target) if text_v2 else "text"
     cls = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
     conn = cls(target.host, target.port, timeout=timeout_s)
     samples: list[tuple[float, dict[str, float]]] = []
     partial = None
     try:
         for i in range(warmup + requests):
-            body = orjson.dumps({"input": texts[i % len(texts)]})
+            body = request_body(target.path, [inputs[i % len(inputs)]], v2_text_input=v2_text)
             try:
                 sample = _timed_request(conn, target.path, body, target.url)
             except InputError as exc:
@@ -175,7 +181,7 @@ def _timed_request(
     total = time.perf_counter() - started
     if response.status != 200:
         snippet = content[:200].decode("utf-8", "replace")
-        raise InputError(f"{url} answered {response.status}: {snippet!r}", "profile needs a working /v1/embeddings")
+        raise InputError(f"{url} answered {response.status}: {snippet!r}", "profile needs a working inference route")
     header = response.getheader("server-timing")
     if not header:
         raise InputError(
@@ -186,28 +192,31 @@ def _timed_request(
 
 
 def profile_pipeline(
-    tokenizer: Any, backend: Any, texts: list[str], requests: int, *, warmup: int = 20, model_name: str = "profile"
+    task: Task, backend: Any, inputs: list[Any], requests: int, *, warmup: int = 20, model_name: str = "profile"
 ) -> ProfileResult:
-    """The server's per-request stages, in-process and timed one by one, through the server's own request parser
-    and response builder (queue is 0: nothing waits). The whole loop is timed as well, so that time spent
-    between the stages would show as a stage sum short of the total."""
-    from inferopt.serve.schemas import embedding_response, parse_embedding_request
-    from inferopt.tasks.text_embedding import OUTPUT_NAME, pad_batch
+    """The server's per-request stages, in-process and timed one by one, through the server's own request codec
+    (OpenAI embeddings for text encoders, else OIP v2) and response code (queue is 0: nothing waits). The whole
+    loop is timed as well, so that time spent between the stages would show as a stage sum short of the total."""
+    from inferopt.serve.cache import CachedResult
 
+    codec = InProcessCodec.for_task(task, model_name)
     rows, totals = [], []
     for i in range(warmup + requests):
-        body = orjson.dumps({"input": texts[i % len(texts)]})
+        body = codec.body(inputs[i % len(inputs)])
         t0 = time.perf_counter()
-        parsed = parse_embedding_request(body, max_items=1, dim=0, model_ok=lambda _: True, model_name=model_name)
+        parsed, raws = codec.parse(body)
         t1 = time.perf_counter()
-        ids = tokenizer.encode_ids(parsed.texts)
-        feeds = pad_batch(ids, tokenizer.pad_id)
+        items = task.preprocess(raws)
+        feeds = task.collate(items)
         t2 = time.perf_counter()
-        vectors = backend.run(feeds)[OUTPUT_NAME]
+        outputs = backend.run(feeds)
         t3 = time.perf_counter()
-        payload = embedding_response(model_name, parsed.encoding_format, list(vectors), sum(map(len, ids)))
+        results = [
+            CachedResult.make(out, item.cost, item.truncated, task.postprocess)
+            for out, item in zip(task.split(outputs, items), items, strict=True)
+        ]
         t4 = time.perf_counter()
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        codec.render(parsed, results)
         t5 = time.perf_counter()
         if i == warmup:
             timed_from = t0
@@ -218,15 +227,59 @@ def profile_pipeline(
     return ProfileResult("in-process", "in-process", SERVER_STAGES, np.asarray(rows), np.asarray(totals), wall_s=wall_s)
 
 
-def profile_artifact(path: Path, texts: list[str], requests: int, *, warmup: int = 20) -> ProfileResult:
+@dataclass(frozen=True)
+class InProcessCodec:
+    """The wire a profiled request takes in-process: its body, the server's parser and its response builder."""
+
+    body: Callable[[Any], bytes]
+    parse: Callable[[bytes], tuple[Any, list[Any]]]
+    render: Callable[[Any, list[Any]], bytes]
+
+    @classmethod
+    def for_task(cls, task: Task, model_name: str) -> InProcessCodec:
+        from inferopt.bench.inputs import request_body
+        from inferopt.tasks.base import OPENAI_EMBEDDINGS
+
+        if OPENAI_EMBEDDINGS in task.protocols:
+            from inferopt.serve.wire.openai import embedding_response, parse_embedding_request
+
+            def parse_openai(body: bytes) -> tuple[Any, list[Any]]:
+                parsed = parse_embedding_request(body, max_items=1, dim=0)
+                return parsed, parsed.texts
+
+            def render_openai(parsed: Any, results: list[Any]) -> bytes:
+                vectors = [next(iter(r.outputs.values())) for r in results]
+                payload = embedding_response(
+                    model_name, parsed.encoding_format, vectors, sum(r.cost for r in results), [r.json for r in results]
+                )
+                return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+            return cls(lambda raw: request_body("/v1/embeddings", [raw]), parse_openai, render_openai)
+
+        from inferopt.serve.wire.oip_v2 import infer_response, parse_infer
+
+        v2_name = next((t["name"] for t in task.v2_inputs() if t["datatype"] == "BYTES"), "text")
+
+        def parse_v2(body: bytes) -> tuple[Any, list[Any]]:
+            parsed = parse_infer(body, task, max_items=1)
+            return parsed, parsed.inputs
+
+        def render_v2(parsed: Any, results: list[Any]) -> bytes:
+            return infer_response(model_name, "1", parsed, [r.outputs for r in results])
+
+        return cls(lambda raw: request_body("/infer", [raw], v2_text_input=v2_name), parse_v2, render_v2)
+
+
+def profile_artifact(path: Path, inputs: list[Any] | None, requests: int, *, warmup: int = 20) -> ProfileResult:
     from inferopt.artifact import load_artifact
     from inferopt.runtime.onnx import OnnxBackend
-    from inferopt.tasks.text_embedding import TextTokenizer
+    from inferopt.tasks.registry import for_artifact
 
     artifact = load_artifact(path)
-    tokenizer = TextTokenizer(artifact.path / artifact.manifest["preprocessing"]["tokenizer_file"], artifact.max_length)
+    task = for_artifact(artifact.manifest, artifact.path)
+    inputs = inputs or task.calibration_inputs()  # text: the built-in corpus; tensors: the artifact's examples
     backend = OnnxBackend(artifact.model_file, intra_op_threads=artifact.settings.intra_op_threads)
-    result = profile_pipeline(tokenizer, backend, texts, requests, warmup=warmup)
+    result = profile_pipeline(task, backend, inputs, requests, warmup=warmup)
     result.source = str(path)
     result.notes.append("in-process: no network, no HTTP server, no batching; queue is 0 by construction")
     return result

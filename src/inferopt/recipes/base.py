@@ -1,5 +1,6 @@
 """The recipe contract: configs that round-trip through JSON, handlers registered per config type, and the
-BuildContext that holds what every recipe shares (the source model, the FP32 export, calibration texts)."""
+BuildContext that holds what every recipe shares (the task, the source model, the FP32 export, calibration
+data). A recipe never names a task: it asks the context for calibration batches and the fusion profile."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
-import numpy as np
-
 from inferopt.hardware import CpuInfo
+from inferopt.recipes.calibration import Calibration
 from inferopt.runtime.base import Backend
-from inferopt.tasks.text_embedding import ModelSpec, TextTokenizer
+from inferopt.tasks.base import FusionProfile, Source, Task
 
 FAMILY_MODULES = ("torch_eager", "half", "graph", "int8_dynamic", "int8_sensitivity", "int8_static")
 
@@ -55,15 +55,17 @@ class Variant:
 class BuildContext:
     """Shared inputs of every recipe. Expensive intermediates (the fused graph) are built once, on demand."""
 
-    model_dir: Path
-    spec: ModelSpec
-    tokenizer: TextTokenizer
+    task: Task
+    source: Source
     work_dir: Path
     cpu: CpuInfo
-    fp32_onnx: Path  # the verified export
-    calibration_texts: list[str]
-    calibration_reference: np.ndarray  # FP32 torch embeddings of calibration_texts
+    fp32_onnx: Path  # the verified export (or the user's own ONNX file)
+    calibration: Calibration
     _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fusion(self) -> FusionProfile:
+        return self.source.fusion
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self._cache:

@@ -1,5 +1,7 @@
-"""Graph recipes: the plain FP32 export, and ONNX Runtime's transformer fusions (one Attention op per layer,
-BiasGelu, EmbedLayerNormalization; Add + LayerNormalization stay unfused) which the INT8 recipes build on."""
+"""Graph recipes: the plain FP32 export, and, for models whose fusion profile is "bert", ONNX Runtime's
+transformer fusions (one Attention op per layer, BiasGelu, EmbedLayerNormalization; Add + LayerNormalization
+stay unfused) which the INT8 recipes build on. Other profiles get the session's own fusions at load time
+(Conv + BatchNorm + activation for "cnn"), which every ONNX variant has anyway."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
-from inferopt.tasks.text_embedding import ModelSpec
 
 FUSED_OPS = ("Attention", "LayerNormalization", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")
 
@@ -21,20 +22,6 @@ class GraphConfig:
     version: int = 1
     name: str = "onnx-fp32"
     transformer_fusions: bool = False
-
-
-def expected_fusions(spec: ModelSpec) -> dict[str, int]:
-    """What our fused BERT encoder has: per layer one Attention, one BiasGelu and two LayerNormalizations
-    (after attention and after the FFN, each behind a plain Add: SkipLayerNormalization is left unfused on
-    purpose, see runtime/onnx.py), and one EmbedLayerNormalization at the input."""
-    layers = spec.num_layers
-    return {
-        "Attention": layers,
-        "LayerNormalization": 2 * layers,
-        "SkipLayerNormalization": 0,
-        "BiasGelu": layers,
-        "EmbedLayerNormalization": 1,
-    }
 
 
 def op_counts(model_path: Path) -> Counter[str]:
@@ -51,6 +38,12 @@ def fused_model(context: BuildContext) -> Path:
 
 def _fuse(context: BuildContext) -> Path:
     from onnxruntime.transformers import optimizer
+
+    profile = context.fusion
+    if profile.kind != "bert":
+        raise ValueError(
+            f"transformer fusions need a BERT-family encoder; this model's fusion profile is {profile.kind!r}"
+        )
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     out = context.work_dir / "fused.onnx"
@@ -60,8 +53,8 @@ def _fuse(context: BuildContext) -> Path:
     model = optimizer.optimize_model(
         str(context.fp32_onnx),
         model_type="bert",
-        num_heads=context.spec.num_heads,
-        hidden_size=context.spec.hidden_size,
+        num_heads=profile.num_heads,
+        hidden_size=profile.hidden_size,
         optimization_options=options,
     )
     model.save_model_to_file(str(out))
@@ -74,7 +67,7 @@ def build_graph(context: BuildContext, config: GraphConfig) -> Variant:
     notes: dict[str, object] = {}
     if config.transformer_fusions:
         counts = op_counts(path)
-        expected = expected_fusions(context.spec)
+        expected = context.fusion.expected_ops
         notes["fused_ops"] = {op: counts.get(op, 0) for op in FUSED_OPS}
         notes["fusion_complete"] = all(counts.get(op, 0) == n for op, n in expected.items())
     return onnx_variant(config.name, config, path, notes)

@@ -58,7 +58,7 @@ class DynamicInt8Config:
 
 
 SMOOTHED_OPS = ("MatMul", "Attention")
-SMOOTHING_TEXTS = 256
+SMOOTHING_TEXTS = 256  # calibration items the activation peaks are taken over
 
 
 def base_graph(context: BuildContext, config: DynamicInt8Config) -> Path:
@@ -84,8 +84,8 @@ def _smoothed(context: BuildContext, graph: Path, alpha: float, key: str) -> Pat
         lambda: channel_absmax(
             model,
             weight_matmul_inputs(model, SMOOTHED_OPS),
-            context.tokenizer,
-            context.calibration_texts[:SMOOTHING_TEXTS],
+            context.calibration.first(SMOOTHING_TEXTS),
+            context.fusion.mask_input,
         ),
     )
     out = context.work_dir / f"{key}.onnx"

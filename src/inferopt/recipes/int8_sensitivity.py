@@ -1,14 +1,16 @@
 """Sensitivity-guided INT8: smooth, quantize everything, then keep the nodes that hurt most in FP32 until the
-accuracy target is met on the calibration texts.
+accuracy target is met on the calibration data.
 
 0. Choose the SmoothQuant strength (none or one of `smooth_alphas`) whose quantized model has the best
-   worst-case cosine on the calibration texts (smoothing.py). If that already meets the target, done.
-1. Otherwise measure each quantizable node's own error: capture its FP32 inputs on the calibration texts and compare
+   worst-case cosine on the calibration data (smoothing.py). If that already meets the target, done.
+1. Otherwise measure each quantizable node's own error: capture its FP32 inputs on the calibration data and compare
    its output with the output ONNX Runtime's integer kernels would give (u8 per-tensor activations quantized
    per batch, s8 symmetric weights per channel), as noise-to-signal energy.
 2. Rank the nodes by that error; quantize with the worst k kept in FP32 for k = 0, 1, 2, 4, ... until the
    real quantized model meets the target end to end, then bisect for the smallest such k.
-Calibration texts are the built-in corpus, not the eval data, so the eval numbers stay an honest check.
+Calibration data is the task's own (the built-in corpus for text), not the eval data, so the eval numbers stay
+an honest check. Every probe is held to the target both in cost-sorted batches and in mixed batches of 64
+padded to their longest, since dynamic INT8 quantizes activations per batch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
+from inferopt.recipes.calibration import Calibration
 from inferopt.recipes.int8_dynamic import DynamicInt8Config, base_graph, quantize_dynamic_model
 
 QUANTIZABLE = ("MatMul", "Attention")
@@ -28,7 +31,7 @@ QUANTIZABLE = ("MatMul", "Attention")
 @dataclass(frozen=True)
 class SensitivityInt8Config:
     kind: ClassVar[str] = "int8-sensitivity"
-    version: int = 1
+    version: int = 2
     name: str = "int8-sensitivity"
     graph: str = "fused"
     per_channel: bool = True
@@ -36,7 +39,7 @@ class SensitivityInt8Config:
     target_mean_cosine: float = 0.995
     target_min_cosine: float = 0.98
     max_excluded_fraction: float = 0.5
-    calibration_texts: int = 256
+    calibration_items: int = 256
     smooth_alphas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)  # tried besides no smoothing; empty: never smooth
 
     def base(self, alpha: float | None, exclude: tuple[str, ...] = ()) -> DynamicInt8Config:
@@ -83,8 +86,8 @@ def quantize_weight(w: np.ndarray, *, per_channel: bool, reduce_range: bool) -> 
     return np.clip(np.round(w / scale), -limit, limit) * scale
 
 
-def node_errors(context: BuildContext, base: DynamicInt8Config, texts: list[str]) -> dict[str, float]:
-    """Noise-to-signal energy of each quantizable node's output under INT8, on the calibration texts."""
+def node_errors(context: BuildContext, base: DynamicInt8Config, calibration: Calibration) -> dict[str, float]:
+    """Noise-to-signal energy of each quantizable node's output under INT8, on the calibration data."""
     import onnx
     from onnx import numpy_helper
 
@@ -101,7 +104,7 @@ def node_errors(context: BuildContext, base: DynamicInt8Config, texts: list[str]
     wanted = sorted({n.activation for n in nodes} | {n.weight for n in nodes if not n.weight_is_constant})
     noise = dict.fromkeys((n.name for n in nodes), 0.0)
     signal = dict.fromkeys((n.name for n in nodes), 0.0)
-    for batch, _mask in captured_batches(model, wanted, context.tokenizer, texts):
+    for batch, _mask in captured_batches(model, wanted, calibration, context.fusion.mask_input):
         for node in nodes:
             a = batch[node.activation].astype(np.float64)
             w = weights[node.weight] if node.weight_is_constant else batch[node.weight].astype(np.float64)
@@ -114,26 +117,19 @@ def node_errors(context: BuildContext, base: DynamicInt8Config, texts: list[str]
 
 @dataclass
 class _Search:
-    """End-to-end probes of real quantized models on the calibration texts."""
+    """End-to-end probes of real quantized models on the calibration data."""
 
     context: BuildContext
     config: SensitivityInt8Config
-    texts: list[str]
-    reference: np.ndarray
+    calibration: Calibration
     log: list[dict[str, Any]]
 
     def probe(self, alpha: float | None, exclude: tuple[str, ...] = ()) -> tuple[Path, float, float]:
-        from inferopt.accuracy import row_cosine
-        from inferopt.engine import Embedder
-        from inferopt.runtime.onnx import OnnxBackend
-
         tag = f"a{alpha}-k{len(exclude)}"
         path = quantize_dynamic_model(
             self.context, self.config.base(alpha, exclude), self.context.work_dir / f"{self.config.name}-{tag}.onnx"
         )
-        with Embedder(self.context.tokenizer, [OnnxBackend(path, intra_op_threads=0)]) as embedder:
-            cos = row_cosine(embedder.embed(self.texts), self.reference)
-        mean, low = float(cos.mean()), float(cos.min())
+        mean, low = self.calibration.item_cosines(path)
         self.log.append({"smooth_alpha": alpha, "excluded": len(exclude), "mean_cosine": mean, "min_cosine": low})
         return path, mean, low
 
@@ -172,12 +168,12 @@ def _fewest_exclusions(
 
 @register(SensitivityInt8Config)
 def build_sensitivity_int8(context: BuildContext, config: SensitivityInt8Config) -> Variant:
-    texts = context.calibration_texts[: config.calibration_texts]
-    search = _Search(context, config, texts, context.calibration_reference[: len(texts)], [])
+    calibration = context.calibration.first(config.calibration_items)
+    search = _Search(context, config, calibration, [])
     alpha, path, ok = _best_alpha(search)
     notes: dict[str, Any] = {"smooth_alpha": alpha, "excluded_nodes": []}
     if not ok:
-        errors = node_errors(context, config.base(alpha), texts)
+        errors = node_errors(context, config.base(alpha), calibration)
         ranked = sorted(errors, key=errors.__getitem__, reverse=True)
         limit = int(len(ranked) * config.max_excluded_fraction)
         k, path, ok = _fewest_exclusions(search, alpha, ranked, limit, path)

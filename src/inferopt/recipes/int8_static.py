@@ -1,4 +1,4 @@
-"""INT8 static quantization (QDQ): activation ranges fixed ahead of time from calibration texts, so no
+"""INT8 static quantization (QDQ): activation ranges fixed ahead of time from calibration data, so no
 per-batch range computation at run time. Built on the plain graph: the QDQ form of fused contrib ops is not
 supported by ONNX Runtime's quantizer."""
 
@@ -15,17 +15,17 @@ from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
 @dataclass(frozen=True)
 class StaticInt8Config:
     kind: ClassVar[str] = "int8-static"
-    version: int = 1
+    version: int = 2
     name: str = "int8-static-qdq"
     per_channel: bool = True
-    op_types: tuple[str, ...] = ("MatMul",)
+    op_types: tuple[str, ...] = ("MatMul",)  # empty: ONNX Runtime's default set (Conv, MatMul, Gemm, ...)
     calibration_method: str = "minmax"  # "minmax" | "entropy" | "percentile"
-    calibration_texts: int = 128
+    calibration_items: int = 128
     calibration_batch: int = 8
 
 
-class _TextBatches:
-    """ONNX Runtime's CalibrationDataReader protocol over tokenized calibration texts."""
+class _Batches:
+    """ONNX Runtime's CalibrationDataReader protocol over collated calibration batches."""
 
     def __init__(self, batches: list[dict[str, Any]]) -> None:
         self._iter: Iterator[dict[str, Any]] = iter(batches)
@@ -38,8 +38,6 @@ class _TextBatches:
 def build_static_int8(context: BuildContext, config: StaticInt8Config) -> Variant:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from inferopt.tasks.text_embedding import pad_batch
-
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -47,23 +45,19 @@ def build_static_int8(context: BuildContext, config: StaticInt8Config) -> Varian
     }
     if config.calibration_method not in methods:
         raise ValueError(f"calibration_method must be one of {sorted(methods)}")
-    texts = context.calibration_texts[: config.calibration_texts]
-    ids = context.tokenizer.encode_ids(texts)
-    batches = [
-        pad_batch(ids[i : i + config.calibration_batch], context.tokenizer.pad_id)
-        for i in range(0, len(ids), config.calibration_batch)
-    ]
+    calibration = context.calibration.first(config.calibration_items)
+    batches = calibration.batches(config.calibration_batch)
     out = context.work_dir / f"{config.name}.onnx"
     logging.getLogger().setLevel(logging.ERROR)
     quantize_static(
         context.fp32_onnx,
         out,
-        _TextBatches(batches),
+        _Batches(batches),
         quant_format=QuantFormat.QDQ,
         per_channel=config.per_channel,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        op_types_to_quantize=list(config.op_types),
+        op_types_to_quantize=list(config.op_types) or None,
         calibrate_method=methods[config.calibration_method],
     )
-    return onnx_variant(config.name, config, out, {"calibration_texts": len(texts)})
+    return onnx_variant(config.name, config, out, {"calibration_items": len(calibration)})

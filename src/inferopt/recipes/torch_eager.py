@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from inferopt.recipes.base import BuildContext, Variant, register
-from inferopt.tasks.text_embedding import OUTPUT_NAME, WEIGHT_FILES
 
 
 @dataclass(frozen=True)
@@ -23,16 +22,17 @@ def build_torch_eager(context: BuildContext, config: TorchEagerConfig) -> Varian
 
 def torch_variant(context: BuildContext, config: object, *, autocast_dtype: str | None) -> Variant:
     from inferopt.runtime.torch import TorchBackend
-    from inferopt.tasks.text_embedding import load_source_model
 
-    module = context.cached("torch-module", lambda: load_source_model(context.model_dir))
-    weights = next((context.model_dir / w for w in WEIGHT_FILES if (context.model_dir / w).exists()), None)
+    module = context.source.module
+    if module is None:
+        raise ValueError("there is no PyTorch module to run: the model was given as an ONNX file")
+    schema = context.task.io_schema()
     return Variant(
         name=config.name,  # type: ignore[attr-defined]
         config=config,
         runtime="torch",
         make_backend=lambda threads: TorchBackend(
-            module, [OUTPUT_NAME], intra_op_threads=threads, autocast_dtype=autocast_dtype
+            module, schema.input_names, schema.output_names, intra_op_threads=threads, autocast_dtype=autocast_dtype
         ),
-        size_bytes=weights.stat().st_size if weights else 0,
+        size_bytes=context.source.size_bytes,
     )

@@ -5,23 +5,22 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
+from inferopt.accuracy.report import ALL_MEASURES
 from inferopt.results import RunResult, VariantResult
 
+MEASURE_COLUMNS = tuple(m.name for m in ALL_MEASURES)
 CSV_COLUMNS = (
     "variant",
     "runtime",
     "servable",
     "within_budget",
     "chosen",
-    "mean_cosine",
-    "p1_cosine",
-    "min_cosine",
-    "sqnr_db",
+    *MEASURE_COLUMNS,
     "metric",
-    "metric_drop",
     "p50_ms",
     "p90_ms",
     "p95_ms",
@@ -31,6 +30,7 @@ CSV_COLUMNS = (
     "best_sessions",
     "best_threads",
     "best_batch",
+    "final_rounds_median",
     "size_mb",
     "peak_rss_mb",
     "added_rss_mb",
@@ -40,19 +40,19 @@ CSV_COLUMNS = (
 )
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON has no Infinity: an exact match's SQNR is written as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
 def write_json(result: RunResult, path: Path) -> Path:
-    path.write_text(json.dumps(_finite(result.to_dict()), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(finite(result.to_dict()), indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -68,15 +68,8 @@ def csv_row(result: RunResult, variant: VariantResult) -> dict[str, Any]:
         "error": variant.error or "",
     }
     if variant.accuracy:
-        fid = variant.accuracy.fidelity
-        row |= {
-            "mean_cosine": fid.mean_cosine,
-            "p1_cosine": fid.p1_cosine,
-            "min_cosine": fid.min_cosine,
-            "sqnr_db": _finite(fid.sqnr_db),
-            "metric": variant.accuracy.metric,
-            "metric_drop": variant.accuracy.metric_drop,
-        }
+        row |= {name: finite(variant.accuracy.get(name)) for name in MEASURE_COLUMNS}
+        row["metric"] = variant.accuracy.metric
     if variant.bench:
         bench, best = variant.bench, variant.bench.best
         row |= {f"{k}_ms": bench.latency_ms.get(k) for k in ("p50", "p90", "p95", "p99", "p99_9")}
@@ -85,6 +78,7 @@ def csv_row(result: RunResult, variant: VariantResult) -> dict[str, Any]:
             "best_sessions": best.sessions,
             "best_threads": best.intra_op_threads,
             "best_batch": best.batch_size,
+            "final_rounds_median": statistics.median(bench.rounds) if bench.rounds else None,
             "size_mb": bench.size_bytes / 2**20,
             "peak_rss_mb": bench.peak_rss_mb,
             "added_rss_mb": bench.added_rss_mb,

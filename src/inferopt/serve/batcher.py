@@ -2,19 +2,16 @@
 
 Dispatch policy, per worker that is free:
 - if no other worker is running, it takes what is queued at once: an idle server adds no latency;
-- otherwise it takes a batch as soon as one is full (`max_batch` items or `max_tokens` queued tokens), or
+- otherwise it takes a batch as soon as one is full (`max_batch` items or `max_tokens` queued cost), or
   when the oldest item has waited `max_wait_s`: while the runtime is busy, a short wait buys bigger batches.
 
-A batch is built around the oldest item (so no item starves) from the queued items closest to it in length,
-capped at `max_batch` rows, `max_tokens` padded tokens (rows x longest row), and `max_padding`: the share of
-its padded tokens that may be padding. Padding is compute spent on nothing: for MiniLM on STS-B sentences,
-batches of 16 in arrival order cost twice the CPU per item of length-sorted ones (and more than single
-items), so an item too far in length from the batch waits for the next one. Workers are threads because
-onnxruntime releases the GIL while it runs.
+Which items make up the batch is `batching.pick_batch`: around the oldest, the closest in cost, of its group,
+within the padding limit. The task collates the batch and splits the outputs back into items (`BatchCodec`);
+workers are threads because onnxruntime releases the GIL.
 
-Knows nothing of HTTP or asyncio: callers get `concurrent.futures.Future`s. An item whose deadline passes
-while it waits is dropped before it reaches the runtime; a batch that fails is retried item by item, so a
-failing input fails alone.
+Knows nothing of HTTP, asyncio or which task it serves: callers get `concurrent.futures.Future`s. An item
+whose deadline passes while it waits is dropped before it reaches the runtime; a batch that fails is
+retried item by item, so a failing input fails alone.
 """
 
 from __future__ import annotations
@@ -27,15 +24,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 
-import numpy as np
+from inferopt.batching import BatchPolicy, pick_batch
+from inferopt.runtime.base import Arrays, Backend
+from inferopt.tasks.base import Item
 
-from inferopt.runtime.base import Backend
-from inferopt.tasks.text_embedding import OUTPUT_NAME, pad_batch
+__all__ = ["BatchCodec", "BatchPolicy", "Batcher", "BatcherClosed", "DeadlineExceeded", "ItemResult", "QueueFull"]
 
 log = logging.getLogger("inferopt.serve")
 
-BatchObserver = Callable[[int, int, float], None]  # (items, padded tokens, seconds in the runtime)
+BatchObserver = Callable[[int, int, float], None]  # (items, padded cost, seconds in the runtime)
 DRAIN_WINDOW_S = 5.0  # completions older than this no longer count towards the drain rate
 
 
@@ -54,35 +53,30 @@ class BatcherClosed(Exception):
     """The batcher is draining for shutdown and takes no new work."""
 
 
-@dataclass(frozen=True)
-class BatchPolicy:
-    max_batch: int = 32
-    max_wait_s: float = 0.005
-    max_tokens: int = 16384
-    max_queue: int = 4096
-    max_padding: float = 0.2  # most share of a batch's padded tokens that may be padding (1.0: no limit)
+class BatchCodec(Protocol):
+    """What the batcher needs of a task: items -> model inputs, model outputs -> each item's."""
 
-    def __post_init__(self) -> None:
-        bad_padding = not 0.0 <= self.max_padding <= 1.0
-        if min(self.max_batch, self.max_tokens, self.max_queue) < 1 or self.max_wait_s < 0 or bad_padding:
-            raise ValueError(f"invalid batch policy {self}")
+    def collate(self, items: Sequence[Item]) -> Arrays: ...
+
+    def split(self, outputs: Arrays, items: Sequence[Item]) -> list[Arrays]: ...
 
 
 @dataclass(frozen=True)
 class ItemResult:
-    vector: np.ndarray
+    outputs: Arrays  # this item's
     queue_s: float  # submitted -> its batch started
-    inference_s: float  # its batch started -> result ready (padding and the runtime call)
+    inference_s: float  # its batch started -> result ready (collate and the runtime call)
 
 
 class QueuedItem:
     """One input in the queue. `extend_deadline` lets a second waiter on the same input keep it alive."""
 
-    __slots__ = ("deadline", "enqueued", "future", "ids", "tokens")
+    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item")
 
-    def __init__(self, ids: list[int], deadline: float, enqueued: float) -> None:
-        self.ids = ids
-        self.tokens = len(ids)
+    def __init__(self, item: Item, deadline: float, enqueued: float) -> None:
+        self.item = item
+        self.cost = item.cost
+        self.group = item.group
         self.deadline = deadline
         self.enqueued = enqueued
         self.future: Future[ItemResult] = Future()
@@ -97,9 +91,8 @@ class Batcher:
         self,
         backends: Sequence[Backend],
         policy: BatchPolicy,
+        codec: BatchCodec,
         *,
-        pad_id: int = 0,
-        output_name: str = OUTPUT_NAME,
         on_batch: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -107,13 +100,12 @@ class Batcher:
             raise ValueError("Batcher needs at least one backend")
         self.backends = list(backends)
         self.policy = policy
-        self.pad_id = pad_id
-        self.output_name = output_name
+        self.codec = codec
         self.on_batch = on_batch
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: list[QueuedItem] = []
-        self._queued_tokens = 0
+        self._queued_cost = 0
         self._busy = 0
         self._closed = False
         self._completions: deque[tuple[float, int]] = deque()
@@ -128,19 +120,19 @@ class Batcher:
             self._threads.append(thread)
         return self
 
-    def submit(self, ids: Sequence[list[int]], deadline: float = math.inf) -> list[QueuedItem]:
+    def submit(self, items: Sequence[Item], deadline: float = math.inf) -> list[QueuedItem]:
         """Queue the items of one request, all or none: a request never half-enters a full queue."""
         now = self._clock()
-        items = [QueuedItem(list(row), deadline, now) for row in ids]
+        queued = [QueuedItem(item, deadline, now) for item in items]
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the batcher is closed")
-            if len(self._queue) + len(items) > self.policy.max_queue:
+            if len(self._queue) + len(queued) > self.policy.max_queue:
                 raise QueueFull(len(self._queue), self._retry_after_locked(now))
-            self._queue.extend(items)
-            self._queued_tokens += sum(item.tokens for item in items)
+            self._queue.extend(queued)
+            self._queued_cost += sum(item.cost for item in queued)
             self._cond.notify_all()
-        return items
+        return queued
 
     @property
     def depth(self) -> int:
@@ -206,7 +198,7 @@ class Batcher:
                 continue
             wait = self._wait_s(now)
             if wait <= 0:
-                batch = self._take_batch_locked()
+                batch = pick_batch(self._queue, self.policy)
                 self._remove_locked(batch)
                 self._busy += 1
                 return batch, []
@@ -217,31 +209,14 @@ class Batcher:
         """How long a free worker should still wait before taking a batch (<= 0: take it now)."""
         if self._busy == 0 or self._closed:
             return 0.0
-        if len(self._queue) >= self.policy.max_batch or self._queued_tokens >= self.policy.max_tokens:
+        if len(self._queue) >= self.policy.max_batch or self._queued_cost >= self.policy.max_tokens:
             return 0.0
         return self._queue[0].enqueued + self.policy.max_wait_s - now
-
-    def _take_batch_locked(self) -> list[QueuedItem]:
-        policy, anchor = self.policy, self._queue[0]
-        # sorted() is stable: the anchor comes first, and among items as close in length the older goes first.
-        ranked = sorted(self._queue, key=lambda item: abs(item.tokens - anchor.tokens))
-        batch: list[QueuedItem] = []
-        width = real = 0
-        for item in ranked:
-            grown, rows, tokens = max(width, item.tokens), len(batch) + 1, real + item.tokens
-            padded = rows * grown
-            if batch and (padded > policy.max_tokens or padded - tokens > policy.max_padding * padded):
-                continue  # a closer fit further down the ranking may still join
-            batch.append(item)
-            width, real = grown, tokens
-            if len(batch) == policy.max_batch:
-                break
-        return batch
 
     def _remove_locked(self, items: list[QueuedItem]) -> None:
         gone = {id(item) for item in items}
         self._queue = [item for item in self._queue if id(item) not in gone]
-        self._queued_tokens -= sum(item.tokens for item in items)
+        self._queued_cost -= sum(item.cost for item in items)
 
     def _run(self, backend: Backend, batch: list[QueuedItem]) -> None:
         started = self._clock()
@@ -250,7 +225,7 @@ class Batcher:
         if not live:
             return
         try:
-            vectors = self._infer(backend, [item.ids for item in live])
+            outputs = self._infer(backend, live)
         except Exception as exc:
             if len(live) == 1:
                 live[0].future.set_exception(exc)
@@ -260,26 +235,27 @@ class Batcher:
                 self._run_alone(backend, item, started)
             return
         done = self._clock()
-        for item, vector in zip(live, vectors, strict=True):
-            item.future.set_result(ItemResult(vector, started - item.enqueued, done - started))
-        self._observe(len(live), len(live) * max(item.tokens for item in live), done - started)
+        for item, result in zip(live, outputs, strict=True):
+            item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
+        self._observe(len(live), len(live) * max(item.cost for item in live), done - started)
 
     def _run_alone(self, backend: Backend, item: QueuedItem, started: float) -> None:
         try:
-            (vector,) = self._infer(backend, [item.ids])
+            (result,) = self._infer(backend, [item])
         except Exception as exc:
             item.future.set_exception(exc)
             return
         done = self._clock()
-        item.future.set_result(ItemResult(vector, started - item.enqueued, done - started))
-        self._observe(1, item.tokens, done - started)
+        item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
+        self._observe(1, item.cost, done - started)
 
-    def _infer(self, backend: Backend, ids: list[list[int]]) -> list[np.ndarray]:
-        output = np.asarray(backend.run(pad_batch(ids, self.pad_id))[self.output_name], dtype=np.float32)
-        if output.shape[0] != len(ids):
-            raise RuntimeError(f"the runtime returned {output.shape[0]} rows for a batch of {len(ids)}")
-        # Copies: a cached row must not keep its whole batch's array alive.
-        return [row.copy() for row in output]
+    def _infer(self, backend: Backend, queued: list[QueuedItem]) -> list[Arrays]:
+        items = [q.item for q in queued]
+        outputs = backend.run(self.codec.collate(items))
+        for name, value in outputs.items():
+            if value.shape[0] != len(items):
+                raise RuntimeError(f"the runtime returned {value.shape[0]} rows of {name} for a batch of {len(items)}")
+        return self.codec.split(outputs, items)
 
     def _observe(self, items: int, padded_tokens: int, seconds: float) -> None:
         if self.on_batch is not None:

@@ -1,99 +1,120 @@
-"""Per-item embedding cache: an in-process LRU bounded in bytes, and single-flight for inputs in flight.
+"""Per-item result cache: an in-process LRU bounded in bytes, and single-flight for inputs in flight.
 
-The key is the artifact id plus the input as the model's own tokenizer normalizer sees it (for MiniLM:
-lower-cased, accents stripped, control characters dropped). Inputs with the same normal form get the same
-tokens and so the same embedding; nothing that could change the result is normalised away. The Redis tier
-lives in `cache_redis.py`.
+The key is the artifact id plus the task's canonical bytes of the input (text: the input as the model's own
+tokenizer normalizer sees it; tensors: names, dtypes, shapes and data). Inputs with the same canonical form
+give the same result; nothing that could change the result is normalised away. The Redis tier lives in
+`cache_redis.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
-_HEADER = struct.Struct("<IB")  # tokens embedded, truncated flag
+from inferopt.runtime.base import Arrays
+
 ENTRY_OVERHEAD_BYTES = 200  # key string, dict slot and object headers per LRU entry, roughly
+_HEADER = struct.Struct("<4sIBB")  # magic, cost, truncated flag, number of outputs
+_MAGIC = b"ioc1"
+_TENSOR = struct.Struct("<BBB")  # name length, dtype code, number of dimensions
+_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
 @dataclass(frozen=True)
-class CachedEmbedding:
-    """One input's embedding. `json` is its vector as a JSON array, encoded once when the entry is made (off
-    the event loop for model results): a cache hit's response then copies bytes instead of formatting the
-    floats again, ~10 us of a ~100 us hit on the loop for MiniLM. It makes an entry ~3.7x larger (~6.4 KB for
-    MiniLM's 384 dimensions, all counted against --cache-memory-mb)."""
+class CachedResult:
+    """One input's outputs and what the response needs of them. `json` is its postprocessed result, encoded
+    once when the entry is made (off the event loop for model results): a cache hit's response then copies
+    bytes instead of formatting floats again, ~10 us of a ~100 us hit on the loop for MiniLM. It makes an entry
+    ~3.7x larger for MiniLM's 384 floats (~6.4 KB, all counted against --cache-memory-mb)."""
 
-    vector: np.ndarray  # float32, 1-D
-    tokens: int  # tokens actually embedded (after truncation), for usage.prompt_tokens
+    outputs: Arrays
+    cost: int  # what the item cost the batcher (tokens embedded, for text: usage.prompt_tokens)
     truncated: bool = False
     json: bytes = field(default=b"", repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if not self.json:
-            object.__setattr__(self, "json", orjson.dumps(self.vector, option=orjson.OPT_SERIALIZE_NUMPY))
+    @classmethod
+    def make(cls, outputs: Arrays, cost: int, truncated: bool, postprocess: Callable[[Arrays], Any]) -> CachedResult:
+        encoded = orjson.dumps(postprocess(outputs), option=orjson.OPT_SERIALIZE_NUMPY)
+        return cls(outputs, cost, truncated, encoded)
 
     @property
     def nbytes(self) -> int:
-        return int(self.vector.nbytes) + len(self.json) + ENTRY_OVERHEAD_BYTES
+        return sum(int(v.nbytes) for v in self.outputs.values()) + len(self.json) + ENTRY_OVERHEAD_BYTES
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(self.tokens, self.truncated) + self.vector.astype("<f4", copy=False).tobytes()
+        parts = [_HEADER.pack(_MAGIC, self.cost, self.truncated, len(self.outputs))]
+        for name, value in self.outputs.items():
+            encoded = name.encode("utf-8")
+            parts.append(_TENSOR.pack(len(encoded), _DTYPES.index(value.dtype.name), value.ndim) + encoded)
+            parts.append(struct.pack(f"<{value.ndim}I", *value.shape))
+            parts.append(np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
+        return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes, dim: int) -> CachedEmbedding:
-        """Decode what to_bytes wrote; ValueError for anything else (a foreign or damaged value under our key)."""
-        if len(data) != _HEADER.size + 4 * dim:
-            raise ValueError(f"{len(data)} bytes, not the {_HEADER.size + 4 * dim} of a {dim}-dim entry")
-        tokens, truncated = _HEADER.unpack_from(data)
-        vector = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).astype(np.float32)
-        return cls(vector, tokens, bool(truncated))
-
-
-def tokenizer_normalizer(tokenizer_file: Path) -> Callable[[str], str]:
-    """The model tokenizer's own normalizer, or identity when it has none."""
-    from tokenizers import Tokenizer
-
-    normalizer = Tokenizer.from_file(str(tokenizer_file)).normalizer
-    if normalizer is None:
-        return lambda text: text
-    return normalizer.normalize_str
+    def from_bytes(cls, data: bytes, expected: dict[str, str], postprocess: Callable[[Arrays], Any]) -> CachedResult:
+        """Decode what to_bytes wrote, for a model whose outputs are `expected` (name -> dtype); ValueError for
+        anything else (a foreign or damaged value under our key)."""
+        try:
+            magic, cost, truncated, count = _HEADER.unpack_from(data)
+            if magic != _MAGIC:
+                raise ValueError("not an inferopt cache entry")
+            offset, outputs = _HEADER.size, {}
+            for _ in range(count):
+                name_len, code, ndim = _TENSOR.unpack_from(data, offset)
+                offset += _TENSOR.size
+                name = data[offset : offset + name_len].decode("utf-8")
+                offset += name_len
+                shape = struct.unpack_from(f"<{ndim}I", data, offset)
+                offset += 4 * ndim
+                dtype = np.dtype(_DTYPES[code]).newbyteorder("<")
+                size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if offset + size > len(data):
+                    raise ValueError(f"not a whole entry: {len(data)} bytes, cut short")
+                outputs[name] = np.frombuffer(data, dtype, int(np.prod(shape, dtype=np.int64)), offset).reshape(shape)
+                outputs[name] = outputs[name].astype(dtype.newbyteorder("="))
+                offset += size
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a cache entry of this model ({exc})") from None
+        if offset != len(data) or {n: v.dtype.name for n, v in outputs.items()} != expected:
+            raise ValueError(f"{len(data)} bytes that are not an entry of this model's outputs {expected}")
+        return cls.make(outputs, cost, bool(truncated), postprocess)
 
 
 class CacheKeys:
-    """Cache key of an input. The keys of recent short inputs are remembered: running the tokenizer's
-    normalizer is most of a key's cost (~8 us of a cache hit's ~100 us on the event loop), and popular inputs
-    are exactly the ones asked for again. At most `memo_entries` inputs of at most `memo_max_chars` characters
-    are kept: up to ~8 MB for ASCII inputs at the defaults, ~20 MB if every character needs 4 bytes."""
+    """Cache key of a raw input. The keys of recent short text inputs are remembered: computing the canonical
+    form (running the tokenizer's normalizer) is most of a key's cost (~8 us of a cache hit's ~100 us on the
+    event loop), and popular inputs are exactly the ones asked for again. At most `memo_entries` inputs of at
+    most `memo_max_chars` characters are kept: up to ~8 MB for ASCII inputs at the defaults, ~20 MB if every
+    character needs 4 bytes."""
 
     def __init__(
         self,
         artifact_id: str,
-        normalize: Callable[[str], str],
+        key: Callable[[str, Any], str],
         *,
         memo_entries: int = 16_384,
         memo_max_chars: int = 256,
     ) -> None:
         self.prefix = f"inferopt:{artifact_id}:"
-        self.normalize = normalize
+        self.key = key  # (prefix, raw) -> key: the task's cache_key
         self.memo_max_chars = memo_max_chars
         self._remembered = functools.lru_cache(maxsize=memo_entries)(self._key)
 
-    def __call__(self, text: str) -> str:
-        return self._remembered(text) if len(text) <= self.memo_max_chars else self._key(text)
+    def __call__(self, raw: Any) -> str:
+        if isinstance(raw, str) and len(raw) <= self.memo_max_chars:
+            return self._remembered(raw)
+        return self._key(raw)
 
-    def _key(self, text: str) -> str:
-        # Texts come from orjson, which refuses lone surrogates (a 400), so every text encodes to UTF-8.
-        digest = hashlib.blake2b(self.normalize(text).encode("utf-8"), digest_size=16)
-        return self.prefix + digest.hexdigest()
+    def _key(self, raw: Any) -> str:
+        return self.key(self.prefix, raw)
 
 
 class MemoryLRU:
@@ -102,18 +123,18 @@ class MemoryLRU:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.nbytes = 0
-        self._entries: OrderedDict[str, CachedEmbedding] = OrderedDict()
+        self._entries: OrderedDict[str, CachedResult] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> CachedEmbedding | None:
+    def get(self, key: str) -> CachedResult | None:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, entry: CachedEmbedding) -> None:
+    def put(self, key: str, entry: CachedResult) -> None:
         if entry.nbytes > self.max_bytes:
             return
         old = self._entries.pop(key, None)

@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from inferopt.serve.cache import CachedEmbedding
+from inferopt.runtime.base import Arrays
+from inferopt.serve.cache import CachedResult
 from inferopt.serve.metrics import ServeMetrics
 
 log = logging.getLogger("inferopt.serve")
@@ -34,7 +36,8 @@ class RedisTier:
         url: str,
         ttl_s: int,
         metrics: ServeMetrics,
-        dim: int,
+        outputs: dict[str, str],
+        postprocess: Callable[[Arrays], Any],
         *,
         timeout_s: float = 0.25,
         retry_every_s: float = 1.0,
@@ -47,7 +50,8 @@ class RedisTier:
         self.url = redacted(url)
         self.ttl_s = ttl_s
         self.metrics = metrics
-        self.dim = dim
+        self.outputs = outputs  # output name -> dtype: what an entry of this model holds
+        self.postprocess = postprocess
         self.timeout_s = timeout_s
         self.retry_every_s = retry_every_s
         self._clock = clock
@@ -57,7 +61,7 @@ class RedisTier:
         )
         self._up = True
         self._next_try = 0.0
-        self._pending: dict[str, CachedEmbedding] = {}
+        self._pending: dict[str, CachedResult] = {}
         self._writes: set[asyncio.Task[None]] = set()
         metrics.redis_up.set(1)
 
@@ -75,7 +79,7 @@ class RedisTier:
         self._mark_up()
         return True
 
-    async def get_many(self, keys: list[str]) -> dict[str, CachedEmbedding]:
+    async def get_many(self, keys: list[str]) -> dict[str, CachedResult]:
         if not keys:
             return {}
         if not self._should_try():
@@ -93,7 +97,7 @@ class RedisTier:
         self.metrics.cache(TIER, "miss", len(keys) - len(found))
         return found
 
-    def _decode(self, keys: list[str], values: Sequence[object]) -> dict[str, CachedEmbedding]:
+    def _decode(self, keys: list[str], values: Sequence[object]) -> dict[str, CachedResult]:
         """Entries by key. decode_responses is off, so values are bytes, or None for a miss. A value that is not
         an entry of this model (written by something else, or damaged) is a miss: the fresh result replaces it."""
         found = {}
@@ -101,12 +105,12 @@ class RedisTier:
             if not isinstance(value, bytes):
                 continue
             try:
-                found[key] = CachedEmbedding.from_bytes(value, self.dim)
+                found[key] = CachedResult.from_bytes(value, self.outputs, self.postprocess)
             except ValueError as exc:
                 log.warning("Redis cache at %s: ignoring the value under %s (%s)", self.url, key, exc)
         return found
 
-    def put(self, key: str, entry: CachedEmbedding) -> None:
+    def put(self, key: str, entry: CachedResult) -> None:
         """Write behind: entries put in one event-loop turn (one batch's results) go out as one pipeline."""
         if not self._should_try():
             return
@@ -122,7 +126,7 @@ class RedisTier:
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _write(self, entries: dict[str, CachedEmbedding]) -> None:
+    async def _write(self, entries: dict[str, CachedResult]) -> None:
         try:
             pipe = self._client.pipeline(transaction=False)
             for key, entry in entries.items():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from inferopt.errors import ArtifactError, InferoptError
+from inferopt.errors import InferoptError
 from inferopt.serve.config import ServeConfig, env_var
 
 if TYPE_CHECKING:
@@ -60,9 +60,14 @@ def serve_command(
     drain_timeout_s: Annotated[float, _opt("On SIGTERM, how long in-flight work may finish", "drain_timeout_s")] = (
         _D.drain_timeout_s
     ),
+    served_model_name: Annotated[
+        list[str] | None,
+        typer.Option(help="Another name clients may call the model by (repeatable; the first is shown)"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:
-    """Serve an artifact over HTTP: OpenAI-compatible /v1/embeddings with micro-batching, caching and metrics."""
+    """Serve an artifact over HTTP with micro-batching, caching and metrics: OpenAI-compatible /v1/embeddings
+    (text encoders), KServe v1 :predict and Open Inference Protocol v2 /v2/models/{name}/infer (every task)."""
     config = ServeConfig(
         artifact=artifact,
         host=host,
@@ -82,6 +87,7 @@ def serve_command(
         sessions=sessions,
         access_log=access_log,
         drain_timeout_s=drain_timeout_s,
+        served_model_names=tuple(served_model_name or ()),
     )
     serve(config, log_level=log_level)
 
@@ -100,9 +106,11 @@ def serve(config: ServeConfig, *, log_level: str = "info") -> None:
     # The tokenizer must not spawn its own thread pool: the cores belong to the runtime sessions.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     artifact = load_artifact(config.artifact)
-    if artifact.task != "text-embedding":
-        raise ArtifactError(f"Artifact task {artifact.task!r} cannot be served yet", "serve a text-embedding artifact")
-    app = create_app(config, partial(ServingModel.from_artifact, artifact, sessions=config.sessions))
+    from inferopt.tasks.registry import for_artifact
+
+    for_artifact(artifact.manifest, artifact.path)  # a task this inferopt cannot serve is a one-line error now
+    load = partial(ServingModel.from_artifact, artifact, sessions=config.sessions, aliases=config.served_model_names)
+    app = create_app(config, load)
     run_server(app, config)
     state = app.state.inferopt
     if state.phase == "failed":

@@ -42,6 +42,7 @@ class ServeConfig:
     sessions: int | None = None  # None: the artifact's benchmarked number of runtime sessions
     access_log: bool = True
     drain_timeout_s: float = 30.0
+    served_model_names: tuple[str, ...] = ()  # names the model also answers to (the first one is shown)
 
     def __post_init__(self) -> None:
         positive = ("port", "max_batch_tokens", "max_queue", "max_items", "max_request_bytes", "timeout_ms")
@@ -62,6 +63,11 @@ class ServeConfig:
                 "lower --max-items or raise --max-queue",
             )
         parse_cache(self.cache)
+        for name in self.served_model_names:
+            if not name or "/" in name or not name.isprintable():
+                raise InputError(
+                    f"--served-model-name {name!r} cannot be a model name", "use printable characters without '/'"
+                )
 
     @property
     def items_per_request(self) -> int:

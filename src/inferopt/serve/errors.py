@@ -7,6 +7,7 @@ The batcher raises its own HTTP-agnostic exceptions (QueueFull, DeadlineExceeded
 from __future__ import annotations
 
 from inferopt.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from inferopt.tasks.base import InvalidInput
 
 
 class ServeError(Exception):
@@ -26,6 +27,10 @@ class ServeError(Exception):
         # OpenAI's error shape, so that OpenAI client libraries surface the message.
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.status}}
 
+    def plain_body(self) -> dict[str, object]:
+        """KServe v1's and the Open Inference Protocol's error shape: {"error": message}."""
+        return {"error": self.message}
+
 
 class MalformedBody(ServeError):
     status, reason, error_type = 400, "malformed", "invalid_request_error"
@@ -33,6 +38,10 @@ class MalformedBody(ServeError):
 
 class PayloadTooLarge(ServeError):
     status, reason, error_type = 413, "too_large", "invalid_request_error"
+
+
+class ModelNotFound(ServeError):
+    status, reason, error_type = 404, "not_found", "invalid_request_error"
 
 
 class InvalidField(ServeError):
@@ -75,6 +84,8 @@ class InternalError(ServeError):
 def as_serve_error(exc: BaseException, request_id: str) -> ServeError:
     if isinstance(exc, ServeError):
         return exc
+    if isinstance(exc, InvalidInput):
+        return InvalidField(exc.message, param=exc.field)
     if isinstance(exc, QueueFull):
         return Overloaded(
             f"the queue is full ({exc.depth} items waiting); retry after {exc.retry_after_s} s",

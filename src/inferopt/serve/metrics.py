@@ -15,7 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-STAGES = ("tokenize", "queue", "inference", "postprocess")
+STAGES = ("preprocess", "queue", "inference", "postprocess")
 
 
 def power_of_two_buckets(low_exp: int, high_exp: int) -> list[float]:

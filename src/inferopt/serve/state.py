@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from inferopt.serve.batcher import Batcher, BatchPolicy
-from inferopt.serve.cache import CacheKeys, MemoryLRU, tokenizer_normalizer
+from inferopt.serve.cache import CacheKeys, MemoryLRU
 from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import NotReady, ShuttingDown
 from inferopt.serve.metrics import ServeMetrics
 from inferopt.serve.model import ServingModel, batch_policy, warm_up
-from inferopt.serve.service import EmbeddingService
+from inferopt.serve.service import InferenceService
 
 log = logging.getLogger("inferopt.serve")
 ModelSource = ServingModel | Callable[[], ServingModel]
@@ -31,8 +31,14 @@ class Ready:
 
     model: ServingModel
     policy: BatchPolicy
-    dim: int
-    service: EmbeddingService
+    output_shapes: dict[str, tuple[int, ...]]  # per item, as warm-up found them
+    service: InferenceService
+    max_items: int  # inputs one request may carry
+
+    @property
+    def dim(self) -> int:
+        """The last axis of the first output: an embedding's width."""
+        return next(iter(self.output_shapes.values()), (0,))[-1] if self.output_shapes else 0
 
 
 class ServerState:
@@ -92,26 +98,26 @@ class ServerState:
         model = await asyncio.to_thread(source) if callable(source) else source
         policy = batch_policy(self.config, model)
         self.detail = "warming up"
-        dim = await asyncio.to_thread(warm_up, model, policy)
-        batcher = Batcher(
-            model.backends, policy, pad_id=model.tokenizer.pad_id, on_batch=self.metrics.observe_batch
-        ).start()
+        warm = await asyncio.to_thread(warm_up, model, policy)
+        shapes = {name: tuple(int(n) for n in value.shape[1:]) for name, value in warm.items()}
+        batcher = Batcher(model.backends, policy, model.task, on_batch=self.metrics.observe_batch).start()
         self.metrics.track_queue_depth(lambda: batcher.depth)
-        keys, memory, redis = await self._caches(model, dim)
-        service = EmbeddingService(model, batcher, self.metrics, keys=keys, memory=memory, redis=redis)
-        return Ready(model, policy, dim, service)
+        dtypes = {name: value.dtype.name for name, value in warm.items()}
+        keys, memory, redis = await self._caches(model, dtypes)
+        service = InferenceService(model, batcher, self.metrics, keys=keys, memory=memory, redis=redis)
+        return Ready(model, policy, shapes, service, self.config.items_per_request)
 
     async def _caches(
-        self, model: ServingModel, dim: int
+        self, model: ServingModel, dtypes: dict[str, str]
     ) -> tuple[CacheKeys | None, MemoryLRU | None, RedisTier | None]:
         config = self.config
         if not config.cache_enabled:
             return None, None, None
-        keys = CacheKeys(model.artifact_id, tokenizer_normalizer(model.tokenizer_file))
+        keys = CacheKeys(model.artifact_id, model.task.cache_key)
         memory = MemoryLRU(int(config.cache_memory_mb * 1024 * 1024))
         redis = None
         if config.redis_url is not None:
-            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, dim)
+            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, dtypes, model.task.postprocess)
             await redis.check()
         return keys, memory, redis
 
@@ -125,4 +131,4 @@ class ServerState:
                 if ready.service.redis is not None:
                     await ready.service.redis.close()
             finally:
-                await asyncio.to_thread(ready.service.close)  # joins the tokenizer thread: not on the loop
+                await asyncio.to_thread(ready.service.close)  # joins the preprocessing thread: not on the loop

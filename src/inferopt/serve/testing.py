@@ -23,7 +23,8 @@ from inferopt.runtime.base import Backend, RuntimeSettings
 from inferopt.runtime.fake import FakeBackend
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.model import ServingModel
-from inferopt.tasks.text_embedding import TextTokenizer, default_model_dir, pad_batch
+from inferopt.tasks.base import Task
+from inferopt.tasks.registry import DEFAULT_TASK, for_model, task_class
 
 if TYPE_CHECKING:
     import uvicorn
@@ -45,8 +46,11 @@ class QuickWarmFake(FakeBackend):
             self.delay_s = delay
 
 
-def bundled_tokenizer_file() -> Path:
-    return default_model_dir() / "tokenizer.json"
+def bundled_text_task(max_length: int = 256) -> Task:
+    """The bundled MiniLM's text task (its real tokenizer), cut at `max_length` tokens: what the fake serves."""
+    bundled = for_model(None)
+    tokenizer_dir = next(iter(bundled.assets(Path()).values())).parent
+    return task_class(DEFAULT_TASK).from_artifact(bundled.config() | {"max_length": max_length}, tokenizer_dir)
 
 
 def fake_model(
@@ -58,23 +62,25 @@ def fake_model(
     batch_size: int = 32,
     max_length: int = 256,
     backends: list[Backend] | None = None,
-    tokenizer: TextTokenizer | None = None,
+    task: Task | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> ServingModel:
-    """A servable model whose runtime is FakeBackend(s); pass `tokenizer` to share one across many models."""
+    """A servable text model whose runtime is FakeBackend(s); pass `task` to share one across many models."""
     backends = backends or [QuickWarmFake(dim, delay_s=delay_s, fail_on_token=fail_on_token) for _ in range(sessions)]
     return ServingModel(
         name=FAKE_NAME,
         artifact_id=FAKE_ARTIFACT_ID,
-        tokenizer=tokenizer or TextTokenizer(bundled_tokenizer_file(), max_length),
+        task=task or bundled_text_task(max_length),
         backends=backends,
         settings=RuntimeSettings(len(backends), 1, batch_size),
         info={"runtime": "fake"},
+        aliases=aliases,
     )
 
 
-def fake_embedding(tokenizer: TextTokenizer, text: str, dim: int = 384) -> np.ndarray:
+def fake_embedding(task: Task, text: str, dim: int = 384) -> np.ndarray:
     """The vector a fake-model server returns for `text`: the oracle for exact-value tests."""
-    return FakeBackend(dim).run(pad_batch(tokenizer.encode_ids([text]), tokenizer.pad_id))["embeddings"][0]
+    return FakeBackend(dim).run(task.collate(task.preprocess([text])))["embeddings"][0]
 
 
 def free_socket(host: str = "127.0.0.1") -> socket.socket:

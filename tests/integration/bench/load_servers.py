@@ -88,7 +88,7 @@ class Timed(Behaviour):
     stages_s: dict[str, float] = field(
         default_factory=lambda: {
             "decode": 0.0005,
-            "tokenize": 0.001,
+            "preprocess": 0.001,
             "queue": 0.002,
             "inference": 0.003,
             "postprocess": 0.0005,

@@ -25,7 +25,7 @@ def test_stages_sum_to_the_client_total_within_5_percent(serve) -> None:
     assert np.all(np.abs(per_request - 1.0) < 0.05)
     rows = {row["stage"]: row for row in result.breakdown()}
     # The server slept 0.5/1/2/3/0.5/0.5 ms; what came back is at least that, and not much more.
-    for stage, slept_ms in {"tokenize": 1.0, "queue": 2.0, "inference": 3.0}.items():
+    for stage, slept_ms in {"preprocess": 1.0, "queue": 2.0, "inference": 3.0}.items():
         assert slept_ms <= rows[stage]["p50_ms"] < slept_ms + 1.0
     assert rows[NETWORK]["p50_ms"] > 0.0
     assert rows[SERVER_OTHER]["p50_ms"] < 0.1  # this server accounts for all of its time

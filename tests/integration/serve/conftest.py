@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from inferopt.tasks.text_embedding import TextTokenizer
+from inferopt.serve.testing import bundled_text_task
+from inferopt.tasks.text_embedding import TextEmbeddingTask
 
 
 @pytest.fixture(scope="session")
-def tokenizer(minilm_tokenizer_file: Path) -> TextTokenizer:
-    return TextTokenizer(minilm_tokenizer_file, 256)
+def task(minilm_dir: object) -> TextEmbeddingTask:
+    """The bundled MiniLM's text task (its real tokenizer, cut at 256 tokens), shared by the fake models."""
+    made = bundled_text_task(256)
+    assert isinstance(made, TextEmbeddingTask)
+    return made

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
+from inferopt import Embedder
 from inferopt.artifact import load_artifact
-from inferopt.engine import Embedder
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.model import ServingModel
 from inferopt.serve.testing import ServerThread, free_port, wait_until
@@ -77,11 +77,29 @@ def test_inferopt_serve_command_end_to_end(minilm_artifact: Path) -> None:
             wait_until(lambda: client.get("/health/ready").status_code == 200, timeout_s=120, what="ready")
             response = client.post("/v1/embeddings", json={"input": ["A man is playing a guitar."]})
             models = client.get("/v1/models").json()
+            name = models["data"][0]["id"]
+            predicted = client.post(f"/v1/models/{name}:predict", json={"instances": ["A man is playing a guitar."]})
+            inferred = client.post(
+                f"/v2/models/{name}/infer",
+                json={
+                    "inputs": [
+                        {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["A man is playing a guitar."]}
+                    ]
+                },
+            )
         process.send_signal(signal.SIGTERM)
         stderr = process.communicate(timeout=30)[1].decode()
     finally:
         if process.poll() is None:
             process.kill()
     assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
+    vector = np.asarray(response.json()["data"][0]["embedding"], np.float32)
+    # The same text through all three protocols: the same vector (the second and third are cache hits, cache off
+    # here: computed again, so equal to float32 rounding of the same run).
+    assert predicted.status_code == 200 and inferred.status_code == 200
+    np.testing.assert_allclose(np.asarray(predicted.json()["predictions"][0], np.float32), vector, atol=1e-6)
+    output = inferred.json()["outputs"][0]
+    assert output["name"] == "embeddings" and output["shape"] == [1, 384] and output["datatype"] == "FP32"
+    np.testing.assert_allclose(np.asarray(output["data"], np.float32), vector, atol=1e-6)
     assert models["data"][0]["artifact_id"] == load_artifact(minilm_artifact).artifact_id
     assert "ready:" in stderr and '"status":200' in stderr  # the startup line and a JSON access-log line

@@ -15,10 +15,10 @@ import pytest
 import redis
 
 from inferopt.runtime.fake import FakeBackend
-from inferopt.serve.cache import CacheKeys, tokenizer_normalizer
+from inferopt.serve.cache import CacheKeys
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.testing import FAKE_ARTIFACT_ID, ServerThread, fake_embedding, fake_model, free_port, wait_until
-from inferopt.tasks.text_embedding import TextTokenizer
+from inferopt.tasks.text_embedding import TextEmbeddingTask
 
 pytestmark = pytest.mark.redis
 SHARED_REDIS = "redis://127.0.0.1:6379/13"  # a DB of its own, flushed by each test
@@ -28,12 +28,12 @@ def post(client: httpx.Client, texts: list[str]) -> httpx.Response:
     return client.post("/v1/embeddings", json={"input": texts})
 
 
-def assert_served_by_the_model(client: httpx.Client, tokenizer: TextTokenizer, text: str) -> None:
+def assert_served_by_the_model(client: httpx.Client, task: TextEmbeddingTask, text: str) -> None:
     """One text in, 200 and exactly the fake model's vector for it out."""
     response = post(client, [text])
     assert response.status_code == 200
     vector = np.asarray(response.json()["data"][0]["embedding"], np.float32)
-    np.testing.assert_array_equal(vector, fake_embedding(tokenizer, text))
+    np.testing.assert_array_equal(vector, fake_embedding(task, text))
 
 
 def metric(client: httpx.Client, prefix: str) -> float:
@@ -70,15 +70,15 @@ def own_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
         process.wait(10)
 
 
-def test_redis_tier_shares_entries_across_servers_with_ttl(tokenizer: TextTokenizer, shared_redis: redis.Redis) -> None:
+def test_redis_tier_shares_entries_across_servers_with_ttl(task: TextEmbeddingTask, shared_redis: redis.Redis) -> None:
     config = ServeConfig(cache=SHARED_REDIS, cache_ttl=60, access_log=False)
-    keys = CacheKeys(FAKE_ARTIFACT_ID, tokenizer_normalizer(tokenizer.path))
-    with ServerThread(fake_model(tokenizer=tokenizer), config) as first, httpx.Client(base_url=first.url) as client:
+    keys = CacheKeys(FAKE_ARTIFACT_ID, task.cache_key)
+    with ServerThread(fake_model(task=task), config) as first, httpx.Client(base_url=first.url) as client:
         assert post(client, ["alpha", "beta"]).status_code == 200
         wait_until(lambda: shared_redis.exists(keys("alpha"), keys("beta")) == 2, timeout_s=5, what="write-behind")
     assert 0 < shared_redis.ttl(keys("alpha")) <= 60
 
-    model = fake_model(tokenizer=tokenizer)  # a second replica: empty memory, same artifact
+    model = fake_model(task=task)  # a second replica: empty memory, same artifact
     backend: FakeBackend = model.backends[0]
     with ServerThread(model, config) as second, httpx.Client(base_url=second.url) as client:
         backend.calls.clear()
@@ -92,44 +92,44 @@ def test_redis_tier_shares_entries_across_servers_with_ttl(tokenizer: TextTokeni
     assert response.headers["x-inference-time"] != "0.000000"  # gamma was computed
     assert repeat.headers["x-inference-time"] == "0.000000"
     for text, item in zip(["beta", "gamma"], response.json()["data"], strict=True):
-        np.testing.assert_array_equal(np.asarray(item["embedding"], np.float32), fake_embedding(tokenizer, text))
+        np.testing.assert_array_equal(np.asarray(item["embedding"], np.float32), fake_embedding(task, text))
 
 
 def test_a_foreign_value_under_our_key_is_a_miss_and_gets_replaced(
-    tokenizer: TextTokenizer, shared_redis: redis.Redis
+    task: TextEmbeddingTask, shared_redis: redis.Redis
 ) -> None:
-    keys = CacheKeys(FAKE_ARTIFACT_ID, tokenizer_normalizer(tokenizer.path))
+    keys = CacheKeys(FAKE_ARTIFACT_ID, task.cache_key)
     shared_redis.set(keys("alpha"), b"not an embedding")
     config = ServeConfig(cache=SHARED_REDIS, access_log=False)
-    with ServerThread(fake_model(tokenizer=tokenizer), config) as server, httpx.Client(base_url=server.url) as client:
-        assert_served_by_the_model(client, tokenizer, "alpha")
+    with ServerThread(fake_model(task=task), config) as server, httpx.Client(base_url=server.url) as client:
+        assert_served_by_the_model(client, task, "alpha")
         assert metric(client, 'inferopt_cache_requests_total{result="miss",tier="redis"}') == 1
         wait_until(lambda: shared_redis.get(keys("alpha")) != b"not an embedding", timeout_s=5, what="overwrite")
 
 
 def test_a_redis_that_is_not_there_at_startup_is_a_warning_not_a_failure(
-    tokenizer: TextTokenizer, caplog: pytest.LogCaptureFixture
+    task: TextEmbeddingTask, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = ServeConfig(cache=f"redis://127.0.0.1:{free_port()}/0", access_log=False)  # nothing listens there
     caplog.set_level(logging.WARNING, logger="inferopt.serve")
-    with ServerThread(fake_model(tokenizer=tokenizer), config) as server, httpx.Client(base_url=server.url) as client:
+    with ServerThread(fake_model(task=task), config) as server, httpx.Client(base_url=server.url) as client:
         assert client.get("/health/ready").status_code == 200
-        assert_served_by_the_model(client, tokenizer, "served without redis")
+        assert_served_by_the_model(client, task, "served without redis")
         assert metric(client, "inferopt_cache_redis_up") == 0
     assert any("is unreachable" in r.getMessage() for r in caplog.records if r.name == "inferopt.serve")
 
 
 def test_server_survives_redis_stopping_and_reconnects(
-    tokenizer: TextTokenizer, caplog: pytest.LogCaptureFixture
+    task: TextEmbeddingTask, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
     config = ServeConfig(cache=f"redis://127.0.0.1:{port}/0", access_log=False)
-    keys = CacheKeys(FAKE_ARTIFACT_ID, tokenizer_normalizer(tokenizer.path))
+    keys = CacheKeys(FAKE_ARTIFACT_ID, task.cache_key)
     caplog.set_level(logging.WARNING, logger="inferopt.serve")
     with own_redis(port) as server_process:
         client_redis = redis.Redis(port=port)
         with (
-            ServerThread(fake_model(tokenizer=tokenizer), config) as server,
+            ServerThread(fake_model(task=task), config) as server,
             httpx.Client(base_url=server.url) as client,
         ):
             assert post(client, ["before the outage"]).status_code == 200
@@ -137,7 +137,7 @@ def test_server_survives_redis_stopping_and_reconnects(
 
             server_process.terminate()
             server_process.wait(10)
-            assert_served_by_the_model(client, tokenizer, "during the outage")
+            assert_served_by_the_model(client, task, "during the outage")
             assert metric(client, "inferopt_cache_redis_up") == 0
             assert metric(client, 'inferopt_cache_requests_total{result="error",tier="redis"}') >= 1
             assert post(client, ["still during"]).status_code == 200

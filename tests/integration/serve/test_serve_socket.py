@@ -19,7 +19,7 @@ from inferopt.runtime.base import Backend
 from inferopt.runtime.fake import FakeBackend
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.testing import ServerThread, fake_embedding, fake_model, wait_until
-from inferopt.tasks.text_embedding import TextTokenizer
+from inferopt.tasks.text_embedding import TextEmbeddingTask
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -41,8 +41,8 @@ def metric(client: httpx.Client, prefix: str) -> float:
     return 0.0
 
 
-def test_two_concurrent_requests_reach_the_runtime_as_one_batch(tokenizer: TextTokenizer) -> None:
-    model = fake_model(tokenizer=tokenizer)
+def test_two_concurrent_requests_reach_the_runtime_as_one_batch(task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task)
     backend: FakeBackend = model.backends[0]
     with ServerThread(model) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         slow(0.2, backend)
@@ -56,12 +56,12 @@ def test_two_concurrent_requests_reach_the_runtime_as_one_batch(tokenizer: TextT
     assert backend.calls == [1, 2]  # the two requests, from two connections, shared one runtime batch
     for text, response in zip(("first request", "second request"), responses[1:], strict=True):
         np.testing.assert_array_equal(
-            np.asarray(response.json()["data"][0]["embedding"], np.float32), fake_embedding(tokenizer, text)
+            np.asarray(response.json()["data"][0]["embedding"], np.float32), fake_embedding(task, text)
         )
 
 
-def test_overload_gets_429_with_retry_after_and_every_accepted_request_is_answered(tokenizer: TextTokenizer) -> None:
-    model = fake_model(tokenizer=tokenizer, batch_size=4)
+def test_overload_gets_429_with_retry_after_and_every_accepted_request_is_answered(task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task, batch_size=4)
     config = ServeConfig(max_queue=4, max_items=4, access_log=False)
     texts = [f"request number {i}" for i in range(24)]
     limits = httpx.Limits(max_connections=32)
@@ -80,12 +80,12 @@ def test_overload_gets_429_with_retry_after_and_every_accepted_request_is_answer
             assert "queue is full" in response.json()["error"]["message"]
         else:  # accepted means answered, with the right vector
             np.testing.assert_array_equal(
-                np.asarray(response.json()["data"][0]["embedding"], np.float32), fake_embedding(tokenizer, text)
+                np.asarray(response.json()["data"][0]["embedding"], np.float32), fake_embedding(task, text)
             )
 
 
-def test_deadline_gets_504_and_expired_work_never_runs(tokenizer: TextTokenizer) -> None:
-    model = fake_model(tokenizer=tokenizer)
+def test_deadline_gets_504_and_expired_work_never_runs(task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task)
     backend: FakeBackend = model.backends[0]
     with ServerThread(model) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         slow(0.3, backend)
@@ -104,8 +104,8 @@ def test_deadline_gets_504_and_expired_work_never_runs(tokenizer: TextTokenizer)
         assert metric(client, 'inferopt_rejected_total{reason="deadline"}') == 1
 
 
-def test_work_past_its_deadline_still_fills_the_cache(tokenizer: TextTokenizer) -> None:
-    model = fake_model(tokenizer=tokenizer)
+def test_work_past_its_deadline_still_fills_the_cache(task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task)
     backend: FakeBackend = model.backends[0]
     config = ServeConfig(timeout_ms=100, access_log=False)
     with ServerThread(model, config) as server, httpx.Client(base_url=server.url, timeout=10) as client:

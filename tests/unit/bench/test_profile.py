@@ -16,12 +16,11 @@ def test_server_timing_is_parsed_to_seconds() -> None:
     assert parse_server_timing("x;dur=oops") == {}
 
 
-def test_in_process_stages_sum_to_the_total_within_5_percent(minilm_tokenizer_file: Path) -> None:
-    from inferopt.tasks.text_embedding import TextTokenizer
+def test_in_process_stages_sum_to_the_total_within_5_percent(minilm_dir: Path) -> None:
+    from inferopt.serve.testing import bundled_text_task
 
-    tokenizer = TextTokenizer(minilm_tokenizer_file, 256)
     texts = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(300)]
-    result = profile_pipeline(tokenizer, FakeBackend(delay_s=0.002), texts, 200, warmup=5)
+    result = profile_pipeline(bundled_text_task(256), FakeBackend(delay_s=0.002), texts, 200, warmup=5)
     assert result.requests == 200 and result.stages[3] == "inference"
     assert result.stage_sum_ratio() == pytest.approx(1.0, abs=0.05)
     per_request = result.durations.sum(axis=1) / result.totals
@@ -76,9 +75,9 @@ def test_url_or_artifact(tmp_path: Path) -> None:
 def test_url_split_accounts_for_network_and_unattributed_server_time() -> None:
     from inferopt.bench.profile import _split
 
-    samples = [(0.010, {"tokenize": 0.001, "inference": 0.004, "cache": 0.0005, "total": 0.007})]
+    samples = [(0.010, {"preprocess": 0.001, "inference": 0.004, "cache": 0.0005, "total": 0.007})]
     stages, durations = _split(samples)
-    assert stages == ("network + HTTP", "decode", "tokenize", "queue", "inference", "postprocess", "encode",
+    assert stages == ("network + HTTP", "decode", "preprocess", "queue", "inference", "postprocess", "encode",
                       "cache", "server (other)")  # fmt: skip
     np.testing.assert_allclose(durations[0], [0.003, 0, 0.001, 0, 0.004, 0, 0, 0.0005, 0.0015])
     assert durations.sum() == pytest.approx(0.010)

@@ -13,10 +13,10 @@ import pytest
 
 from inferopt.runtime.fake import FakeBackend
 from inferopt.serve.testing import FAKE_NAME, fake_embedding, fake_model
-from inferopt.tasks.text_embedding import TextTokenizer
+from inferopt.tasks.text_embedding import TextEmbeddingTask
 
 pytestmark = pytest.mark.anyio
-STAGES = ["decode", "tokenize", "queue", "inference", "postprocess", "encode", "total"]
+STAGES = ["decode", "preprocess", "queue", "inference", "postprocess", "encode", "total"]
 
 
 def vectors(body: dict) -> list[np.ndarray]:
@@ -33,30 +33,30 @@ async def wait_running(backend: FakeBackend, count: int = 1) -> None:
         await asyncio.sleep(0.002)
 
 
-async def test_embeddings_are_the_models_vectors_in_input_order(serve, tokenizer: TextTokenizer) -> None:
+async def test_embeddings_are_the_models_vectors_in_input_order(serve, task: TextEmbeddingTask) -> None:
     texts = ["hello world", "a somewhat longer sentence about serving models", "short"]
-    async with serve(fake_model(tokenizer=tokenizer)) as served:
+    async with serve(fake_model(task=task)) as served:
         response = await served.client.post("/v1/embeddings", json={"input": texts, "model": FAKE_NAME})
     assert response.status_code == 200
     body = response.json()
     assert [item["index"] for item in body["data"]] == [0, 1, 2]
     assert {item["object"] for item in body["data"]} == {"embedding"} and body["object"] == "list"
     for text, vector in zip(texts, vectors(body), strict=True):
-        np.testing.assert_array_equal(vector, fake_embedding(tokenizer, text))
-    tokens = sum(len(row) for row in tokenizer.encode_ids(texts))
+        np.testing.assert_array_equal(vector, fake_embedding(task, text))
+    tokens = sum(len(row) for row in task.tokenizer.encode_ids(texts))
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
     assert body["model"] == FAKE_NAME
 
 
-async def test_base64_is_little_endian_float32(serve, tokenizer: TextTokenizer) -> None:
-    async with serve(fake_model(tokenizer=tokenizer)) as served:
+async def test_base64_is_little_endian_float32(serve, task: TextEmbeddingTask) -> None:
+    async with serve(fake_model(task=task)) as served:
         response = await served.client.post("/v1/embeddings", json={"input": "hi there", "encoding_format": "base64"})
     raw = base64.b64decode(response.json()["data"][0]["embedding"])
-    np.testing.assert_array_equal(np.frombuffer(raw, dtype="<f4"), fake_embedding(tokenizer, "hi there"))
+    np.testing.assert_array_equal(np.frombuffer(raw, dtype="<f4"), fake_embedding(task, "hi there"))
 
 
-async def test_timing_headers_follow_the_contract(serve, tokenizer: TextTokenizer) -> None:
-    async with serve(fake_model(tokenizer=tokenizer, delay_s=0.02)) as served:
+async def test_timing_headers_follow_the_contract(serve, task: TextEmbeddingTask) -> None:
+    async with serve(fake_model(task=task, delay_s=0.02)) as served:
         response = await served.client.post(
             "/v1/embeddings", json={"input": "time me"}, headers={"x-request-id": "abc-1"}
         )
@@ -70,8 +70,8 @@ async def test_timing_headers_follow_the_contract(serve, tokenizer: TextTokenize
     assert headers["x-request-id"] == "abc-1"  # a caller's id is kept for tracing
 
 
-async def test_cache_is_per_item_and_hits_skip_queue_and_inference(serve, tokenizer: TextTokenizer) -> None:
-    model = fake_model(tokenizer=tokenizer)
+async def test_cache_is_per_item_and_hits_skip_queue_and_inference(serve, task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task)
     backend = model.backends[0]
     async with serve(model) as served:
         backend.calls.clear()
@@ -82,7 +82,7 @@ async def test_cache_is_per_item_and_hits_skip_queue_and_inference(serve, tokeni
         assert backend.calls == [2, 1]
         assert await served.metric('inferopt_cache_requests_total{result="hit",tier="memory"}') == 4
         assert await served.metric('inferopt_cache_requests_total{result="miss",tier="memory"}') == 3
-    np.testing.assert_array_equal(vectors(second.json())[0], fake_embedding(tokenizer, "beta"))
+    np.testing.assert_array_equal(vectors(second.json())[0], fake_embedding(task, "beta"))
     assert third.headers["x-queue-time"] == "0.000000" and third.headers["x-inference-time"] == "0.000000"
     assert [t for s, t in server_timing(third.headers["server-timing"]).items() if s in ("queue", "inference")] == [
         0,
@@ -90,8 +90,8 @@ async def test_cache_is_per_item_and_hits_skip_queue_and_inference(serve, tokeni
     ]
 
 
-async def test_with_cache_off_every_request_runs(serve, tokenizer: TextTokenizer) -> None:
-    model = fake_model(tokenizer=tokenizer)
+async def test_with_cache_off_every_request_runs(serve, task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task)
     async with serve(model, cache="off") as served:
         model.backends[0].calls.clear()
         for _ in range(2):
@@ -100,8 +100,8 @@ async def test_with_cache_off_every_request_runs(serve, tokenizer: TextTokenizer
         assert "inferopt_cache_requests_total{" not in (await served.client.get("/metrics")).text
 
 
-async def test_identical_inputs_in_flight_are_computed_once(serve, tokenizer: TextTokenizer) -> None:
-    model = fake_model(tokenizer=tokenizer, delay_s=0.15)
+async def test_identical_inputs_in_flight_are_computed_once(serve, task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task, delay_s=0.15)
     backend = model.backends[0]
     async with serve(model) as served:
         backend.calls.clear()
@@ -114,15 +114,15 @@ async def test_identical_inputs_in_flight_are_computed_once(serve, tokenizer: Te
         within = await served.client.post("/v1/embeddings", json={"input": ["fresh", "fresh", "fresh"]})
     assert [r.status_code for r in responses] == [200] * 4
     assert backend.calls == [1, 1, 1]  # blocker, "popular" once, "fresh" once
-    expected = fake_embedding(tokenizer, "popular")
+    expected = fake_embedding(task, "popular")
     for response in responses[1:]:
         np.testing.assert_array_equal(vectors(response.json())[0], expected)
     assert len(within.json()["data"]) == 3
 
 
-async def test_over_long_texts_are_truncated_and_say_so(serve, tokenizer: TextTokenizer) -> None:
+async def test_over_long_texts_are_truncated_and_say_so(serve, task: TextEmbeddingTask) -> None:
     long_a, long_b = "word " * 400, "word " * 500 + "different ending"
-    async with serve(fake_model(tokenizer=tokenizer)) as served:
+    async with serve(fake_model(task=task)) as served:
         response = await served.client.post("/v1/embeddings", json={"input": [long_a, long_b, "short one"]})
         exact = await served.client.post("/v1/embeddings", json={"input": "short one"})
     assert response.status_code == 200
@@ -130,11 +130,11 @@ async def test_over_long_texts_are_truncated_and_say_so(serve, tokenizer: TextTo
     assert "x-truncated-inputs" not in exact.headers
     first, second, _ = vectors(response.json())
     np.testing.assert_array_equal(first, second)  # both cut to the same first 256 tokens
-    assert response.json()["usage"]["prompt_tokens"] == 256 * 2 + len(tokenizer.encode_ids(["short one"])[0])
+    assert response.json()["usage"]["prompt_tokens"] == 256 * 2 + len(task.tokenizer.encode_ids(["short one"])[0])
 
 
-async def test_models_health_docs(serve, tokenizer: TextTokenizer) -> None:
-    async with serve(fake_model(tokenizer=tokenizer, dim=32, batch_size=8)) as served:
+async def test_models_health_docs(serve, task: TextEmbeddingTask) -> None:
+    async with serve(fake_model(task=task, dim=32, batch_size=8)) as served:
         models = (await served.client.get("/v1/models")).json()
         live = await served.client.get("/health/live")
         ready = await served.client.get("/health/ready")
@@ -149,12 +149,12 @@ async def test_models_health_docs(serve, tokenizer: TextTokenizer) -> None:
     assert {"400", "413", "422", "429", "503", "504"} <= set(schema["paths"]["/v1/embeddings"]["post"]["responses"])
 
 
-async def test_not_ready_until_loaded_and_warm(serve, tokenizer: TextTokenizer) -> None:
+async def test_not_ready_until_loaded_and_warm(serve, task: TextEmbeddingTask) -> None:
     release = threading.Event()
 
     def slow_loader():
         release.wait(10)
-        return fake_model(tokenizer=tokenizer)
+        return fake_model(task=task)
 
     async with serve(slow_loader, wait_ready=False) as served:
         assert (await served.client.get("/health/live")).status_code == 200
@@ -170,13 +170,12 @@ async def test_not_ready_until_loaded_and_warm(serve, tokenizer: TextTokenizer) 
     assert ready.status_code == 200 and accepted.status_code == 200
 
 
-async def test_every_session_runs_every_warm_up_shape_before_ready(serve, tokenizer: TextTokenizer) -> None:
-    from inferopt.serve.model import warmup_shapes
-
-    model = fake_model(tokenizer=tokenizer, sessions=2, batch_size=8)
+async def test_every_session_runs_every_warm_up_shape_before_ready(serve, task: TextEmbeddingTask) -> None:
+    model = fake_model(task=task, sessions=2, batch_size=8)
     async with serve(model) as served:
         assert (await served.client.get("/health/ready")).status_code == 200
-        shapes = warmup_shapes(served.state.require_ready().policy, 256)
+        policy = served.state.require_ready().policy
+        shapes = [b["input_ids"].shape for b in task.warmup_batches(policy.max_batch, policy.max_tokens)]
         assert shapes == [(1, 16), (8, 16), (8, 256)]
         for backend in model.backends:
             assert backend.calls == [rows for rows, _ in shapes]  # type: ignore[attr-defined]
@@ -194,8 +193,8 @@ async def test_a_model_that_fails_to_load_is_reported(serve) -> None:
     assert ready.json() == {"status": "failed", "detail": "loading failed: model.onnx: cannot read"}
 
 
-async def test_draining_refuses_new_work_with_503(serve, tokenizer: TextTokenizer) -> None:
-    async with serve(fake_model(tokenizer=tokenizer)) as served:
+async def test_draining_refuses_new_work_with_503(serve, task: TextEmbeddingTask) -> None:
+    async with serve(fake_model(task=task)) as served:
         served.state.begin_drain()
         refused = await served.client.post("/v1/embeddings", json={"input": "too late"})
         ready = await served.client.get("/health/ready")
@@ -204,9 +203,9 @@ async def test_draining_refuses_new_work_with_503(serve, tokenizer: TextTokenize
     assert ready.status_code == 503 and ready.json()["status"] == "draining"
 
 
-async def test_a_model_failure_is_a_500_that_leaks_nothing(serve, tokenizer: TextTokenizer, caplog) -> None:
-    poison = tokenizer.encode_ids(["zebra"])[0][1]
-    async with serve(fake_model(tokenizer=tokenizer, fail_on_token=poison)) as served:
+async def test_a_model_failure_is_a_500_that_leaks_nothing(serve, task: TextEmbeddingTask, caplog) -> None:
+    poison = task.tokenizer.encode_ids(["zebra"])[0][1]
+    async with serve(fake_model(task=task, fail_on_token=poison)) as served:
         with caplog.at_level(logging.ERROR, logger="inferopt.serve"):
             failed = await served.client.post("/v1/embeddings", json={"input": ["fine", "a zebra"]})
         fine = await served.client.post("/v1/embeddings", json={"input": "fine"})
@@ -219,11 +218,11 @@ async def test_a_model_failure_is_a_500_that_leaks_nothing(serve, tokenizer: Tex
 
 
 async def test_each_request_gets_one_json_access_log_line_on_stderr_with_its_request_id(
-    serve, tokenizer: TextTokenizer, capfdbinary
+    serve, task: TextEmbeddingTask, capfdbinary
 ) -> None:
     import orjson
 
-    async with serve(fake_model(tokenizer=tokenizer), access_log=True) as served:
+    async with serve(fake_model(task=task), access_log=True) as served:
         capfdbinary.readouterr()  # only this test's requests
         ok = await served.client.post("/v1/embeddings", json={"input": ["one", "two"]})
         bad = await served.client.post("/v1/embeddings", json={"input": []}, headers={"x-request-id": "trace-7"})
@@ -239,8 +238,8 @@ async def test_each_request_gets_one_json_access_log_line_on_stderr_with_its_req
     assert by_id["trace-7"]["status"] == 422
 
 
-async def test_metrics_use_the_design_names(serve, tokenizer: TextTokenizer) -> None:
-    async with serve(fake_model(tokenizer=tokenizer)) as served:
+async def test_metrics_use_the_design_names(serve, task: TextEmbeddingTask) -> None:
+    async with serve(fake_model(task=task)) as served:
         await served.client.post("/v1/embeddings", json={"input": ["one", "two", "three"]})
         await served.client.post("/v1/embeddings", content=b"{")
         text = (await served.client.get("/metrics")).text
@@ -249,7 +248,7 @@ async def test_metrics_use_the_design_names(serve, tokenizer: TextTokenizer) -> 
         assert await served.metric('inferopt_batch_size_bucket{le="4.0"}') >= 1
     for name in (
         'inferopt_request_duration_seconds_bucket{le="0.0009765625",route="/v1/embeddings",status="200"}',
-        'inferopt_stage_duration_seconds_count{stage="tokenize"}',
+        'inferopt_stage_duration_seconds_count{stage="preprocess"}',
         'inferopt_stage_duration_seconds_count{stage="queue"}',
         'inferopt_stage_duration_seconds_count{stage="inference"}',
         'inferopt_stage_duration_seconds_count{stage="postprocess"}',

@@ -13,18 +13,35 @@ import pytest
 
 from inferopt.runtime.fake import FakeBackend
 from inferopt.serve.batcher import Batcher, BatcherClosed, BatchPolicy, DeadlineExceeded, QueueFull
-from inferopt.tasks.text_embedding import pad_batch
+from inferopt.tasks.base import Item, Task
+from inferopt.tasks.text_embedding.tokenizer import pad_batch
 
 DIM = 8
 
 
-def ids(n_tokens: int, seed: int = 0) -> list[int]:
+class TokenIds:
+    """The text task's batch codec without a tokenizer: items of token ids, padded to the longest."""
+
+    def collate(self, items: list[Item]) -> dict[str, np.ndarray]:
+        return pad_batch([item.data for item in items])
+
+    split = Task.split
+
+
+CODEC = TokenIds()
+
+
+def token_item(row: list[int]) -> Item:
+    return Item(row, len(row))
+
+
+def ids(n_tokens: int, seed: int = 0) -> Item:
     """[CLS] + n-2 distinct-ish ids + [SEP], like a real tokenizer's output."""
-    return [101, *[1000 + seed * 7 + i for i in range(n_tokens - 2)], 102]
+    return token_item([101, *[1000 + seed * 7 + i for i in range(n_tokens - 2)], 102])
 
 
-def expected(row: list[int]) -> np.ndarray:
-    return FakeBackend(DIM).run(pad_batch([row]))["embeddings"][0]
+def expected(item: Item) -> np.ndarray:
+    return FakeBackend(DIM).run(pad_batch([item.data]))["embeddings"][0]
 
 
 def wait_for(condition, timeout: float = 5.0) -> None:
@@ -37,7 +54,7 @@ def wait_for(condition, timeout: float = 5.0) -> None:
 @contextmanager
 def running(backends: list[FakeBackend], **policy: float) -> Iterator[tuple[Batcher, list[tuple[int, int]]]]:
     seen: list[tuple[int, int]] = []
-    batcher = Batcher(backends, BatchPolicy(**policy), on_batch=lambda n, tokens, _s: seen.append((n, tokens)))
+    batcher = Batcher(backends, BatchPolicy(**policy), CODEC, on_batch=lambda n, tokens, _s: seen.append((n, tokens)))
     batcher.start()
     try:
         yield batcher, seen
@@ -59,7 +76,7 @@ def test_idle_batcher_dispatches_at_once_not_after_the_window() -> None:
         (item,) = batcher.submit([ids(4)])
         result = item.future.result(timeout=1.0)
     assert result.queue_s < 0.5  # far below the 2 s window
-    np.testing.assert_array_equal(result.vector, expected(ids(4)))
+    np.testing.assert_array_equal(result.outputs["embeddings"], expected(ids(4)))
 
 
 def test_items_arriving_while_the_worker_is_busy_form_one_batch() -> None:
@@ -70,7 +87,7 @@ def test_items_arriving_while_the_worker_is_busy_form_one_batch() -> None:
         results = [item.future.result(timeout=5) for item in items]
     assert backend.calls == [1, 3]
     for seed, result in enumerate(results):
-        np.testing.assert_array_equal(result.vector, expected(ids(5, seed=seed)))
+        np.testing.assert_array_equal(result.outputs["embeddings"], expected(ids(5, seed=seed)))
 
 
 def test_with_a_busy_peer_a_free_worker_waits_for_the_window() -> None:
@@ -104,20 +121,20 @@ def test_results_map_to_their_own_inputs_whatever_the_batching() -> None:
         items = batcher.submit(rows)
         results = [item.future.result(timeout=5) for item in items]
     for row, result in zip(rows, results, strict=True):
-        np.testing.assert_array_equal(result.vector, expected(row))
+        np.testing.assert_array_equal(result.outputs["embeddings"], expected(row))
     assert sum(backend.calls) == len(rows) and max(backend.calls) <= 3
 
 
 def test_a_failing_item_fails_alone() -> None:
     backend = FakeBackend(DIM, delay_s=0.05, fail_on_token=999)
-    good_a, bad, good_b = ids(4, seed=1), [101, 999, 1, 102], ids(4, seed=2)  # one length: no padding limit
+    good_a, bad, good_b = ids(4, seed=1), token_item([101, 999, 1, 102]), ids(4, seed=2)  # one length: no padding limit
     with running([backend]) as (batcher, _):
         occupy(batcher, backend)
         items = [batcher.submit([row])[0] for row in (good_a, bad, good_b)]
         with pytest.raises(RuntimeError, match="told to fail"):
             items[1].future.result(timeout=5)
-        np.testing.assert_array_equal(items[0].future.result(timeout=5).vector, expected(good_a))
-        np.testing.assert_array_equal(items[2].future.result(timeout=5).vector, expected(good_b))
+        np.testing.assert_array_equal(items[0].future.result(timeout=5).outputs["embeddings"], expected(good_a))
+        np.testing.assert_array_equal(items[2].future.result(timeout=5).outputs["embeddings"], expected(good_b))
     assert backend.calls == [1, 3, 1, 1, 1]  # the batch failed, then each item ran on its own
 
 
@@ -189,11 +206,11 @@ def test_an_item_whose_deadline_passes_in_the_queue_never_runs() -> None:
 
 def test_close_finishes_queued_work_then_refuses_new() -> None:
     backend = FakeBackend(DIM, delay_s=0.1)
-    batcher = Batcher([backend], BatchPolicy()).start()
+    batcher = Batcher([backend], BatchPolicy(), CODEC).start()
     occupy(batcher, backend)
     items = batcher.submit([ids(4, seed=s) for s in range(3)])
     batcher.close(timeout=5)
-    assert all(item.future.result(timeout=0).vector.shape == (DIM,) for item in items)
+    assert all(item.future.result(timeout=0).outputs["embeddings"].shape == (DIM,) for item in items)
     with pytest.raises(BatcherClosed):
         batcher.submit([ids(4)])
 
@@ -219,7 +236,7 @@ def test_drain_rate_counts_finished_items() -> None:
 
 def test_retry_after_is_the_time_the_queue_takes_to_drain_at_the_recent_rate() -> None:
     now = [1000.0]
-    batcher = Batcher([FakeBackend(DIM)], BatchPolicy(max_queue=100), clock=lambda: now[0])  # no workers started
+    batcher = Batcher([FakeBackend(DIM)], BatchPolicy(max_queue=100), CODEC, clock=lambda: now[0])  # no workers started
     batcher.submit([ids(4, seed=s) for s in range(100)])
     batcher._completions.extend([(998.0, 20), (999.0, 20)])  # 40 items finished over the last 2 s: 20 items/s
     assert batcher.drain_rate() == pytest.approx(20.0)
@@ -234,7 +251,7 @@ def test_retry_after_is_the_time_the_queue_takes_to_drain_at_the_recent_rate() -
 
 def test_close_waits_at_most_its_timeout_in_all_not_per_worker() -> None:
     backends = [FakeBackend(DIM, delay_s=2.0) for _ in range(5)]
-    batcher = Batcher(backends, BatchPolicy(max_batch=1)).start()
+    batcher = Batcher(backends, BatchPolicy(max_batch=1), CODEC).start()
     batcher.submit([ids(4, seed=s) for s in range(5)])
     wait_for(lambda: all(b.calls for b in backends))
     started = time.monotonic()

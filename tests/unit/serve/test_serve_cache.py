@@ -10,18 +10,17 @@ import numpy as np
 import orjson
 import pytest
 
-from inferopt.serve.cache import (
-    ENTRY_OVERHEAD_BYTES,
-    CachedEmbedding,
-    CacheKeys,
-    MemoryLRU,
-    SingleFlight,
-    tokenizer_normalizer,
-)
+from inferopt.serve.cache import ENTRY_OVERHEAD_BYTES, CachedResult, CacheKeys, MemoryLRU, SingleFlight
+
+EMBEDDINGS = {"embeddings": "float32"}
 
 
-def entry(seed: int, dim: int = 4) -> CachedEmbedding:
-    return CachedEmbedding(np.arange(dim, dtype=np.float32) + seed, tokens=seed + 2)
+def vector_of(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    return outputs["embeddings"]
+
+
+def entry(seed: int, dim: int = 4) -> CachedResult:
+    return CachedResult.make({"embeddings": np.arange(dim, dtype=np.float32) + seed}, seed + 2, False, vector_of)
 
 
 def test_lru_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
@@ -39,9 +38,9 @@ def test_lru_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
 
 def test_an_entry_carries_its_vector_as_json_that_reads_back_to_the_same_float32s() -> None:
     vector = np.random.default_rng(1).standard_normal(384).astype(np.float32)
-    made = CachedEmbedding(vector, 9)
+    made = CachedResult.make({"embeddings": vector}, 9, False, vector_of)
     assert np.array_equal(np.asarray(orjson.loads(made.json), dtype=np.float32), vector)
-    assert CachedEmbedding.from_bytes(made.to_bytes(), 384).json == made.json  # Redis entries get it too
+    assert CachedResult.from_bytes(made.to_bytes(), EMBEDDINGS, vector_of).json == made.json  # Redis entries too
 
 
 def test_lru_replacing_a_key_keeps_the_byte_count_right() -> None:
@@ -49,7 +48,7 @@ def test_lru_replacing_a_key_keeps_the_byte_count_right() -> None:
     lru.put("k", entry(1))
     lru.put("k", entry(2))
     assert len(lru) == 1 and lru.nbytes == entry(2).nbytes
-    assert lru.get("k").tokens == 4
+    assert lru.get("k").cost == 4
 
 
 def test_an_entry_larger_than_the_whole_cache_is_not_kept() -> None:
@@ -59,38 +58,61 @@ def test_an_entry_larger_than_the_whole_cache_is_not_kept() -> None:
 
 
 def test_entry_bytes_round_trip_exactly() -> None:
-    original = CachedEmbedding(np.random.default_rng(0).standard_normal(384).astype(np.float32), 17, True)
-    restored = CachedEmbedding.from_bytes(original.to_bytes(), 384)
-    np.testing.assert_array_equal(restored.vector, original.vector)
-    assert (restored.tokens, restored.truncated, restored.vector.dtype) == (17, True, np.float32)
+    vector = np.random.default_rng(0).standard_normal(384).astype(np.float32)
+    original = CachedResult.make({"embeddings": vector}, 17, True, vector_of)
+    restored = CachedResult.from_bytes(original.to_bytes(), EMBEDDINGS, vector_of)
+    np.testing.assert_array_equal(vector_of(restored.outputs), vector)
+    assert (restored.cost, restored.truncated, vector_of(restored.outputs).dtype) == (17, True, np.float32)
+
+
+def test_several_outputs_of_any_shape_and_dtype_round_trip() -> None:
+    outputs = {"logits": np.arange(6, dtype=np.float32).reshape(2, 3), "label": np.array(7, dtype=np.int64)}
+
+    def plain(values: dict[str, np.ndarray]) -> dict[str, object]:
+        return {name: value.tolist() for name, value in values.items()}
+
+    made = CachedResult.make(outputs, 1, False, plain)
+    assert orjson.loads(made.json) == {"logits": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], "label": 7}
+    restored = CachedResult.from_bytes(made.to_bytes(), {"logits": "float32", "label": "int64"}, plain)
+    assert set(restored.outputs) == {"logits", "label"}
+    np.testing.assert_array_equal(restored.outputs["logits"], outputs["logits"])
+    assert restored.outputs["label"] == 7 and restored.outputs["label"].dtype == np.int64
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[:-4], lambda b: b + b"\0", lambda b: b"hello"])
 def test_bytes_of_another_shape_are_refused(damage: Callable[[bytes], bytes]) -> None:
-    data = CachedEmbedding(np.ones(8, np.float32), 3).to_bytes()
-    with pytest.raises(ValueError, match="8-dim entry"):
-        CachedEmbedding.from_bytes(damage(data), 8)
+    data = CachedResult.make({"embeddings": np.ones(8, np.float32)}, 3, False, vector_of).to_bytes()
+    with pytest.raises(ValueError, match=r"not .*entry"):
+        CachedResult.from_bytes(damage(data), EMBEDDINGS, vector_of)
 
 
-def test_keys_follow_the_tokenizers_normalizer_and_the_artifact(minilm_tokenizer_file: Path) -> None:
-    normalize = tokenizer_normalizer(minilm_tokenizer_file)
-    keys = CacheKeys("artifact-a", normalize)
+def test_an_entry_of_another_model_is_refused() -> None:
+    data = CachedResult.make({"embeddings": np.ones(8, np.float32)}, 3, False, vector_of).to_bytes()
+    with pytest.raises(ValueError, match="not an entry of this model"):
+        CachedResult.from_bytes(data, {"logits": "float32"}, vector_of)
+
+
+def test_keys_follow_the_tokenizers_normalizer_and_the_artifact(minilm_dir: Path) -> None:
+    from inferopt.serve.testing import bundled_text_task
+
+    task = bundled_text_task()
+    keys = CacheKeys("artifact-a", task.cache_key)
     # MiniLM is uncased and strips accents: these give the same tokens, so they may share an entry.
     assert keys("Café au LAIT") == keys("cafe au lait")
     assert keys("cafe au lait") != keys("cafe  au lait")  # whitespace is left alone: never guess
-    assert keys("x") != CacheKeys("artifact-b", normalize)("x")
+    assert keys("x") != CacheKeys("artifact-b", task.cache_key)("x")
     assert keys("x").startswith("inferopt:artifact-a:")
 
 
 def test_remembered_keys_are_the_computed_ones_and_long_inputs_are_not_remembered() -> None:
     calls: list[str] = []
 
-    def normalize(text: str) -> str:
+    def key(prefix: str, text: str) -> str:
         calls.append(text)
-        return text.lower()
+        return prefix + text.lower()
 
-    keys = CacheKeys("a", normalize, memo_entries=2, memo_max_chars=8)
-    fresh = CacheKeys("a", str.lower)
+    keys = CacheKeys("a", key, memo_entries=2, memo_max_chars=8)
+    fresh = CacheKeys("a", lambda prefix, text: prefix + text.lower())
     assert [keys(t) for t in ("Short", "short", "Short")] == [fresh("Short"), fresh("short"), fresh("Short")]
     assert calls == ["Short", "short"]  # the third was remembered
     keys("A longer text"), keys("A longer text")
@@ -139,7 +161,9 @@ def test_a_down_redis_is_probed_by_one_caller_per_retry_period() -> None:
     from inferopt.serve.metrics import ServeMetrics
 
     now = [100.0]
-    tier = RedisTier("redis://127.0.0.1:1/0", 60, ServeMetrics(), 8, retry_every_s=1.0, clock=lambda: now[0])
+    tier = RedisTier(
+        "redis://127.0.0.1:1/0", 60, ServeMetrics(), EMBEDDINGS, vector_of, retry_every_s=1.0, clock=lambda: now[0]
+    )
     assert tier._should_try()  # up: everyone goes to Redis
     tier._mark_down(ConnectionError("refused"))
     assert not tier.up and not tier._should_try()

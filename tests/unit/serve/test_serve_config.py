@@ -12,8 +12,8 @@ from inferopt.errors import InputError
 from inferopt.runtime.base import RuntimeSettings
 from inferopt.runtime.fake import FakeBackend
 from inferopt.serve.config import ServeConfig
-from inferopt.serve.model import ServingModel, batch_policy, warmup_shapes
-from inferopt.tasks.text_embedding import TextTokenizer
+from inferopt.serve.model import ServingModel, batch_policy
+from inferopt.serve.testing import bundled_text_task
 
 
 @pytest.mark.parametrize(
@@ -46,18 +46,23 @@ def test_cache_modes() -> None:
     assert ServeConfig(cache="redis://127.0.0.1:6379/3").redis_url == "redis://127.0.0.1:6379/3"
 
 
-def test_defaults_come_from_the_artifacts_settings(minilm_tokenizer_file: Path) -> None:
+def test_defaults_come_from_the_artifacts_settings(minilm_dir: Path) -> None:
+    task = bundled_text_task(256)
     model = ServingModel(
-        "m",
-        "id",
-        TextTokenizer(minilm_tokenizer_file, 256),
-        [FakeBackend(4)],
-        settings=RuntimeSettings(sessions=1, intra_op_threads=2, batch_size=16),
+        "m", "id", task, [FakeBackend(4)], settings=RuntimeSettings(sessions=1, intra_op_threads=2, batch_size=16)
     )
     assert batch_policy(ServeConfig(), model).max_batch == 16
     policy = batch_policy(ServeConfig(max_batch=8, max_wait_ms=3, max_batch_tokens=100), model)
     assert (policy.max_batch, policy.max_wait_s, policy.max_tokens) == (8, 0.003, 256)  # >= one longest input
-    assert warmup_shapes(policy, 256) == [(1, 16), (1, 256), (8, 16)]
+    shapes = [batch["input_ids"].shape for batch in task.warmup_batches(policy.max_batch, policy.max_tokens)]
+    assert shapes == [(1, 16), (1, 256), (8, 16)]
+
+
+def test_served_model_names_must_be_names() -> None:
+    assert ServeConfig(served_model_names=("text-embedding-3-small",)).served_model_names == ("text-embedding-3-small",)
+    for bad in ("", "a/b"):
+        with pytest.raises(InputError, match="cannot be a model name"):
+            ServeConfig(served_model_names=(bad,))
 
 
 def test_flags_and_environment_reach_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,12 +1,12 @@
-"""Tokenization off the event loop: one thread that takes every request queued for it at once.
+"""Preprocessing off the event loop: one thread that takes every request queued for it at once.
 
 A thread-pool call per request (`run_in_executor`) costs the event loop a concurrent Future with its own
 Condition, a wrapped asyncio Future, and one wake-up of the loop per request when the result comes back.
-Here a request costs one queue put and one asyncio Future; the thread tokenizes all the texts waiting for it
-in one call (tokenizers does the batch in Rust) and hands all the results back in one loop wake-up. Under
-load that is one hop for many requests, and when idle it is one hop for one, with nothing waited for.
+Here a request costs one queue put and one asyncio Future; the thread preprocesses all the inputs waiting
+for it in one call (for text, tokenizers does the batch in Rust) and hands all the results back in one loop
+wake-up. Under load that is one hop for many requests, and when idle it is one hop for one.
 
-If a group fails, its requests are retried one by one, so a text that breaks the tokenizer fails alone.
+If a group fails, its requests are retried one by one, so an input that breaks preprocessing fails alone.
 """
 
 from __future__ import annotations
@@ -17,33 +17,33 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from inferopt.serve.batcher import BatcherClosed
 
 log = logging.getLogger("inferopt.serve")
 
 Result = TypeVar("Result")
-# A request: its texts and the future its caller awaits; None tells the thread to stop.
-_Job = tuple[list[str], "asyncio.Future[list[Result]]"]
+# A request: its raw inputs and the future its caller awaits; None tells the thread to stop.
+_Job = tuple[list[Any], "asyncio.Future[list[Result]]"]
 
 
-class TokenizeStage(Generic[Result]):
-    def __init__(self, tokenize: Callable[[list[str]], list[Result]], *, name: str = "inferopt-tokenize") -> None:
-        """`tokenize` maps texts to one result per text, in order; it runs in this stage's thread only."""
-        self.tokenize = tokenize
+class PreprocessStage(Generic[Result]):
+    def __init__(self, preprocess: Callable[[list[Any]], list[Result]], *, name: str = "inferopt-preprocess") -> None:
+        """`preprocess` maps inputs to one result per input, in order; it runs in this stage's thread only."""
+        self.preprocess = preprocess
         self._queue: queue.SimpleQueue[_Job[Result] | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, texts: list[str]) -> list[Result]:
-        """On the event loop: the results for `texts`, computed in the stage's thread. BatcherClosed once the
+    async def run(self, inputs: list[Any]) -> list[Result]:
+        """On the event loop: the results for `inputs`, computed in the stage's thread. BatcherClosed once the
         stage is closed (the server is shutting down)."""
         if self._closed:
-            raise BatcherClosed("the tokenizer has stopped: the server is shutting down")
+            raise BatcherClosed("preprocessing has stopped: the server is shutting down")
         future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
-        self._queue.put((texts, future))
+        self._queue.put((inputs, future))
         if self._closed:  # closed between the check and the put: nobody else may be left to answer
             self._fail_leftovers()
         return await future
@@ -62,7 +62,7 @@ class TokenizeStage(Generic[Result]):
                 job = self._queue.get_nowait()
                 if job is not None:
                     leftovers.append(job)
-        closed = BatcherClosed("the tokenizer has stopped: the server is shutting down")
+        closed = BatcherClosed("preprocessing has stopped: the server is shutting down")
         self._deliver(leftovers, [closed] * len(leftovers))
 
     def _work(self) -> None:
@@ -72,7 +72,7 @@ class TokenizeStage(Generic[Result]):
                 try:
                     results = self._results(jobs)
                 except BaseException as exc:  # a bug here must not kill the thread and strand every later miss
-                    log.exception("tokenize stage error")
+                    log.exception("preprocess stage error")
                     results = [exc] * len(jobs)
                 self._deliver(jobs, results)
             if stop:
@@ -92,19 +92,19 @@ class TokenizeStage(Generic[Result]):
 
     def _results(self, jobs: Sequence[_Job[Result]]) -> list[list[Result] | BaseException]:
         try:
-            flat = self.tokenize([text for texts, _ in jobs for text in texts])
+            flat = self.preprocess([raw for inputs, _ in jobs for raw in inputs])
         except Exception as exc:
-            return [exc] if len(jobs) == 1 else [self._alone(texts) for texts, _ in jobs]
+            return [exc] if len(jobs) == 1 else [self._alone(inputs) for inputs, _ in jobs]
         results: list[list[Result] | BaseException] = []
         start = 0
-        for texts, _ in jobs:
-            results.append(flat[start : start + len(texts)])
-            start += len(texts)
+        for inputs, _ in jobs:
+            results.append(flat[start : start + len(inputs)])
+            start += len(inputs)
         return results
 
-    def _alone(self, texts: list[str]) -> list[Result] | BaseException:
+    def _alone(self, inputs: list[Any]) -> list[Result] | BaseException:
         try:
-            return self.tokenize(texts)
+            return self.preprocess(inputs)
         except Exception as exc:
             return exc
 

@@ -1,4 +1,4 @@
-"""The tokenize stage: results in order per request, waiting requests taken as one group, failures alone."""
+"""The preprocess stage: results in order per request, waiting requests taken as one group, failures alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from inferopt.serve.batcher import BatcherClosed
-from inferopt.serve.tokenize_stage import TokenizeStage
+from inferopt.serve.preprocess_stage import PreprocessStage
 
 pytestmark = pytest.mark.anyio
 
@@ -39,13 +39,13 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def stage(recorder: Recorder) -> Iterator[TokenizeStage[int]]:
-    stage = TokenizeStage(recorder)
+def stage(recorder: Recorder) -> Iterator[PreprocessStage[int]]:
+    stage = PreprocessStage(recorder)
     yield stage
     stage.close()
 
 
-async def hold_thread(stage: TokenizeStage[int], recorder: Recorder, text: str) -> asyncio.Future[list[int]]:
+async def hold_thread(stage: PreprocessStage[int], recorder: Recorder, text: str) -> asyncio.Future[list[int]]:
     """A first request that the stage's thread has taken and is now blocked on."""
     recorder.gate.clear()
     first = asyncio.ensure_future(stage.run([text]))
@@ -53,12 +53,12 @@ async def hold_thread(stage: TokenizeStage[int], recorder: Recorder, text: str) 
     return first
 
 
-async def test_each_request_gets_its_own_results_in_order(stage: TokenizeStage[int]) -> None:
+async def test_each_request_gets_its_own_results_in_order(stage: PreprocessStage[int]) -> None:
     assert await stage.run(["a", "bbb", "cc"]) == [1, 3, 2]
 
 
 async def test_requests_waiting_together_are_tokenized_in_one_call(
-    stage: TokenizeStage[int], recorder: Recorder
+    stage: PreprocessStage[int], recorder: Recorder
 ) -> None:
     first = await hold_thread(stage, recorder, "x")
     rest = [asyncio.ensure_future(stage.run(["y" * n, "z"])) for n in (2, 3, 4)]
@@ -69,7 +69,7 @@ async def test_requests_waiting_together_are_tokenized_in_one_call(
     assert recorder.calls == [["x"], ["yy", "z", "yyy", "z", "yyyy", "z"]]
 
 
-async def test_a_failing_text_fails_only_its_own_request(stage: TokenizeStage[int], recorder: Recorder) -> None:
+async def test_a_failing_text_fails_only_its_own_request(stage: PreprocessStage[int], recorder: Recorder) -> None:
     blocker = await hold_thread(stage, recorder, "first")
     good, bad = asyncio.ensure_future(stage.run(["fine"])), asyncio.ensure_future(stage.run(["boom"]))
     await asyncio.sleep(0)
@@ -81,7 +81,7 @@ async def test_a_failing_text_fails_only_its_own_request(stage: TokenizeStage[in
 
 
 async def test_a_request_that_gave_up_is_skipped_and_close_stops_the_thread(
-    stage: TokenizeStage[int], recorder: Recorder
+    stage: PreprocessStage[int], recorder: Recorder
 ) -> None:
     gave_up = await hold_thread(stage, recorder, "gone")
     gave_up.cancel()
@@ -92,7 +92,7 @@ async def test_a_request_that_gave_up_is_skipped_and_close_stops_the_thread(
     assert not stage._thread.is_alive()
 
 
-async def test_after_close_a_request_is_refused_not_left_waiting(stage: TokenizeStage[int]) -> None:
+async def test_after_close_a_request_is_refused_not_left_waiting(stage: PreprocessStage[int]) -> None:
     stage.close()
     with pytest.raises(BatcherClosed, match="shutting down"):
         await asyncio.wait_for(stage.run(["late"]), 5)

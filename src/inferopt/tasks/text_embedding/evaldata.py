@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from inferopt.datafiles import read_text_file
 from inferopt.errors import InputError
 
 SUPPORTED_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
@@ -44,24 +45,8 @@ class EvalData:
 
 
 def builtin_corpus() -> EvalData:
-    text = resources.files("inferopt.tasks").joinpath("data/corpus.txt").read_text(encoding="utf-8")
+    text = resources.files("inferopt.tasks.text_embedding").joinpath("data/corpus.txt").read_text(encoding="utf-8")
     return EvalData("built-in corpus", tuple(line for line in text.splitlines() if line.strip()))
-
-
-def read_text_file(path: Path, flag: str, what: str, kinds: str) -> str:
-    """A UTF-8 text file with something in it, or a one-line error naming `what` (e.g. "Data file") and the
-    `flag` it came from; `kinds` says which files the flag takes."""
-    if not path.exists():
-        raise InputError(f"{what} {path} does not exist", f"check the {flag} path")
-    if path.is_dir():
-        raise InputError(f"{flag} {path} is a directory", f"pass {kinds}")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read {what.lower()} {path} ({exc})", "give a readable UTF-8 file") from exc
-    if not content.strip():
-        raise InputError(f"{what} {path} is empty", "give at least one text")
-    return content
 
 
 def load_eval_data(path: Path | None) -> EvalData:

@@ -4,12 +4,15 @@ Requests are parsed by hand (orjson, then `parse_embedding_request`) rather than
 that is what lets malformed JSON be a 400 rather than a 422, each message name the exact field
 (`input[3]`), and the hot path skip a model round-trip. The pydantic models below document the API in
 /docs; `test_schemas` keeps the two in step.
+
+The server serves one model, so like text-embeddings-inference it answers whatever `model` a client names
+(`text-embedding-3-small`, the openai client's `default`): code written for OpenAI works unchanged.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +20,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from inferopt.serve.errors import InvalidField, MalformedBody, PayloadTooLarge
+from inferopt.serve.errors import InvalidField, PayloadTooLarge
+from inferopt.serve.wire.json_body import decode_json, kind
 
 ENCODING_FORMATS = ("float", "base64")
 
@@ -26,38 +30,25 @@ ENCODING_FORMATS = ("float", "base64")
 class EmbeddingRequest:
     texts: list[str]
     encoding_format: str = "float"
+    model: str | None = None  # as the client named it: echoed in the response
 
 
-def decode_json(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if "UTF-8" in str(exc):
-            raise MalformedBody(f"the request body is not valid UTF-8 ({exc})") from None
-        raise MalformedBody(f"the request body is not valid JSON ({exc})") from None
-
-
-def parse_embedding_request(
-    body: bytes, *, max_items: int, dim: int, model_ok: Callable[[str], bool], model_name: str
-) -> EmbeddingRequest:
+def parse_embedding_request(body: bytes, *, max_items: int, dim: int) -> EmbeddingRequest:
     """Validate a /v1/embeddings body; raises MalformedBody (400), PayloadTooLarge (413) or InvalidField (422)."""
     data = decode_json(body)
     if not isinstance(data, dict):
-        raise InvalidField(f"the request body must be a JSON object, got {_kind(data)}", param="body")
+        raise InvalidField(f"the request body must be a JSON object, got {kind(data)}", param="body")
     texts = _parse_input(data.get("input"), "input" in data, max_items)
     model = data.get("model")
-    if model is not None:
-        if not isinstance(model, str):
-            raise InvalidField(f"model must be a string, got {_kind(model)}", param="model")
-        if not model_ok(model):
-            raise InvalidField(f"model {model!r} is not served here; this server serves {model_name!r}", param="model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidField(f"model must be a string, got {kind(model)}", param="model")
     encoding = data.get("encoding_format", "float")
     if encoding not in ENCODING_FORMATS:
         raise InvalidField(f"encoding_format must be 'float' or 'base64', got {encoding!r}", param="encoding_format")
     dimensions = data.get("dimensions")
     if dimensions is not None and (type(dimensions) is not int or dimensions != dim):
         raise InvalidField(f"dimensions must be {dim} for this model, got {dimensions!r}", param="dimensions")
-    return EmbeddingRequest(texts, encoding)
+    return EmbeddingRequest(texts, encoding, model)
 
 
 def embedding_response(
@@ -91,7 +82,7 @@ def _parse_input(value: object, present: bool, max_items: int) -> list[str]:
         _check_text(value, "input")
         return [value]
     if not isinstance(value, list):
-        raise InvalidField(f"input must be a string or a list of strings, got {_kind(value)}", param="input")
+        raise InvalidField(f"input must be a string or a list of strings, got {kind(value)}", param="input")
     if not value:
         raise InvalidField("input is an empty list; send at least one string", param="input")
     if len(value) > max_items:
@@ -100,7 +91,7 @@ def _parse_input(value: object, present: bool, max_items: int) -> list[str]:
         )
     for i, text in enumerate(value):
         if not isinstance(text, str):
-            raise InvalidField(f"input[{i}] must be a string, got {_kind(text)}", param=f"input[{i}]")
+            raise InvalidField(f"input[{i}] must be a string, got {kind(text)}", param=f"input[{i}]")
         _check_text(text, f"input[{i}]")
     return value
 
@@ -110,12 +101,6 @@ def _check_text(text: str, field: str) -> None:
         raise InvalidField(f"{field} is empty or only whitespace; there is nothing to embed", param=field)
 
 
-def _kind(value: object) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
-
-
 # -- documentation models (/docs, /openapi.json) ---------------------------------------------------------
 
 
@@ -123,7 +108,7 @@ class EmbeddingRequestDoc(BaseModel):
     model_config = ConfigDict(title="EmbeddingRequest", extra="allow")
 
     input: str | list[str] = Field(description="Text, or a list of texts (at most --max-items). Not empty.")
-    model: str | None = Field(None, description="Optional; if given, the served model's name or artifact id.")
+    model: str | None = Field(None, description="Optional and any name: the server serves one model.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: the little-endian float32 bytes of each vector, base64-encoded."
     )

@@ -1,0 +1,68 @@
+"""The default set of variants optimize builds, by what the model is (its fusion profile), whether there is a
+PyTorch module to run, and what the CPU can do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferopt.accuracy.budget import Budget
+from inferopt.hardware import CpuInfo
+
+SMOOTHING_CANDIDATES = (0.6, 0.7, 0.8)
+
+
+def default_recipes(cpu: CpuInfo, fusion: str, budget: Budget, *, quick: bool, torch: bool) -> list[Any]:
+    """`fusion`: the source's fusion profile kind; `torch`: whether a PyTorch module exists (not for a user's
+    ONNX file)."""
+    from inferopt.recipes.half import HalfPrecisionConfig
+    from inferopt.recipes.torch_eager import TorchEagerConfig
+
+    baselines: list[Any] = [TorchEagerConfig()] if torch else []
+    if torch and not quick and HalfPrecisionConfig.available(cpu):
+        baselines.append(HalfPrecisionConfig())
+    if fusion == "bert":
+        return baselines + _transformer_recipes(cpu, budget, quick=quick)
+    return baselines + _plain_recipes(cpu, quick=quick)
+
+
+def _transformer_recipes(cpu: CpuInfo, budget: Budget, *, quick: bool) -> list[Any]:
+    from inferopt.recipes.graph import GraphConfig
+    from inferopt.recipes.int8_dynamic import DynamicInt8Config
+    from inferopt.recipes.int8_sensitivity import SensitivityInt8Config
+    from inferopt.recipes.int8_static import StaticInt8Config
+
+    fused = GraphConfig(name="onnx-fused", transformer_fusions=True)
+    if quick:
+        return [fused, DynamicInt8Config.study_default(), DynamicInt8Config.smoothquant(cpu, 0.7)]
+    limits = budget.to_dict()
+    # The guided recipe aims a little above the budget: it calibrates on other data than the eval set.
+    sensitivity = SensitivityInt8Config(
+        reduce_range=not cpu.has_int8_dot,
+        target_mean_cosine=max(0.995, limits.get("mean_cosine", 0.0) + 0.001),
+        target_min_cosine=max(0.98, limits.get("min_cosine", 0.0) + 0.005),
+    )
+    return [
+        GraphConfig(),
+        fused,
+        DynamicInt8Config.study_default(),
+        DynamicInt8Config.for_cpu(cpu),
+        DynamicInt8Config.matmul_only(cpu),
+        # Smoothing strengths are candidates, not a tuned constant: the eval data decides among them.
+        *(DynamicInt8Config.smoothquant(cpu, alpha) for alpha in SMOOTHING_CANDIDATES),
+        sensitivity,
+        StaticInt8Config(),
+    ]
+
+
+def _plain_recipes(cpu: CpuInfo, *, quick: bool) -> list[Any]:
+    """Any other graph (CNNs, recurrent nets, MLPs): the export as is, INT8 dynamic on the ops ONNX Runtime
+    quantizes by default (MatMul, Gemm, LSTM, Gather, ...), and static QDQ INT8 on its default ops (Conv,
+    MatMul, Gemm, ...)."""
+    from inferopt.recipes.graph import GraphConfig
+    from inferopt.recipes.int8_dynamic import DynamicInt8Config
+    from inferopt.recipes.int8_static import StaticInt8Config
+
+    dynamic = DynamicInt8Config.for_cpu(cpu, name="int8-dynamic", graph="plain")
+    if quick:
+        return [GraphConfig(), dynamic]
+    return [GraphConfig(), dynamic, StaticInt8Config(op_types=())]

@@ -1,0 +1,51 @@
+"""KServe v1 / TF-Serving predict, for every task: `POST /v1/models/{name}:predict` with
+`{"instances": [...]}` -> `{"predictions": [...]}`, and `GET /v1/models/{name}` (is it ready)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from inferopt.serve.errors import ServeError
+from inferopt.serve.http import (
+    ERROR_RESPONSES,
+    Rendered,
+    error_response,
+    json_response,
+    require_model,
+    serve_inference,
+    server_state,
+)
+from inferopt.serve.service import Computed
+from inferopt.serve.state import Ready
+from inferopt.serve.wire.kserve_v1 import parse_predict, predict_response
+from inferopt.tasks.base import KSERVE_V1
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/models/{name}:predict",
+    summary="Predict (KServe v1 / TF-Serving): instances in, predictions out",
+    responses=ERROR_RESPONSES,
+)
+async def predict(request: Request, name: str) -> Response:
+    return await serve_inference(request, _parse, _render, protocol=KSERVE_V1, name=name)
+
+
+def _parse(body: bytes, ready: Ready) -> tuple[None, list[Any]]:
+    return None, parse_predict(body, ready.model.task, max_items=ready.max_items)
+
+
+def _render(ready: Ready, parsed: None, results: list[Computed]) -> Rendered:
+    return Rendered(predict_response([c.result.json for c in results]))
+
+
+@router.get("/v1/models/{name}", summary="Model status (KServe v1)")
+async def model_status(request: Request, name: str) -> Response:
+    try:
+        ready = require_model(server_state(request), KSERVE_V1, name)
+    except ServeError as exc:
+        return error_response(exc, plain=True)
+    return json_response({"name": ready.model.public_name, "ready": True})

@@ -1,0 +1,87 @@
+"""The Open Inference Protocol v2 over REST (KServe v2, Triton, MLServer), for every task: health, server and
+model metadata, readiness, and `POST /v2/models/{name}/infer` with named, typed, shaped tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+import inferopt
+from inferopt.serve.errors import ServeError
+from inferopt.serve.http import (
+    ERROR_RESPONSES,
+    Rendered,
+    error_response,
+    json_response,
+    require_model,
+    serve_inference,
+    server_state,
+)
+from inferopt.serve.service import Computed
+from inferopt.serve.state import Ready
+from inferopt.serve.wire.oip_v2 import BINARY_HEADER, InferRequest, check_outputs, infer_response, parse_infer
+from inferopt.tasks.base import OIP_V2
+
+router = APIRouter()
+
+
+@router.get("/v2", summary="Server metadata (OIP v2)")
+async def server_metadata() -> Response:
+    return json_response({"name": "inferopt", "version": inferopt.__version__, "extensions": []})
+
+
+@router.get("/v2/health/live", summary="200 while the process serves HTTP (OIP v2)")
+async def live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/v2/health/ready", summary="200 once the model is loaded and warm (OIP v2)")
+async def ready(request: Request) -> Response:
+    state = server_state(request)
+    is_ready = state.phase == "ready" and state.ready is not None
+    return json_response({"ready": is_ready}, status=200 if is_ready else 503)
+
+
+@router.get("/v2/models/{name}", summary="Model metadata: its input and output tensors (OIP v2)")
+async def model_metadata(request: Request, name: str) -> Response:
+    try:
+        ready = require_model(server_state(request), OIP_V2, name)
+    except ServeError as exc:
+        return error_response(exc, plain=True)
+    model = ready.model
+    return json_response({
+        "name": model.public_name,
+        "versions": [model.artifact_id],
+        "platform": "onnxruntime_onnx",
+        "inputs": model.task.v2_inputs(),
+        "outputs": model.task.v2_outputs(),
+    })  # fmt: skip
+
+
+@router.get("/v2/models/{name}/ready", summary="200 once this model is ready (OIP v2)")
+async def model_ready(request: Request, name: str) -> Response:
+    try:
+        ready = require_model(server_state(request), OIP_V2, name)
+    except ServeError as exc:
+        return error_response(exc, plain=True)
+    return json_response({"name": ready.model.public_name, "ready": True})
+
+
+@router.post(
+    "/v2/models/{name}/infer", summary="Inference on named, typed, shaped tensors (OIP v2)", responses=ERROR_RESPONSES
+)
+async def infer(request: Request, name: str) -> Response:
+    binary = request.headers.get(BINARY_HEADER)
+
+    def parse(body: bytes, ready: Ready) -> tuple[InferRequest, list[Any]]:
+        parsed = parse_infer(body, ready.model.task, max_items=ready.max_items, binary_header=binary)
+        check_outputs(parsed, list(ready.output_shapes))
+        return parsed, parsed.inputs
+
+    return await serve_inference(request, parse, _render, protocol=OIP_V2, name=name)
+
+
+def _render(ready: Ready, parsed: InferRequest, results: list[Computed]) -> Rendered:
+    model = ready.model
+    return Rendered(infer_response(model.public_name, model.artifact_id, parsed, [c.result.outputs for c in results]))
