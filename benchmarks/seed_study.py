@@ -31,13 +31,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from inferopt.evaldata import load_eval_data
 from rich.console import Console
 from rich.table import Table
 
-from inferopt.accuracy import row_cosine, spearman_x100
+from inferopt.accuracy import row_cosine
 from inferopt.bench.stats import format_ms, latency_summary
+from inferopt.engine import Embedder
 from inferopt.hardware import cpu_info, environment, usable_cores
+from inferopt.tasks.text_embedding import TextEmbeddingTask
+from inferopt.tasks.text_embedding.evaldata import load_eval_data
+from inferopt.tasks.text_embedding.metrics import spearman_x100
+from inferopt.tasks.text_embedding.model_dir import default_model_dir, read_model_spec
+from inferopt.tasks.text_embedding.tokenizer import TextTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 STSB = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-dev.csv"
@@ -108,24 +113,28 @@ def build_artifact(out: Path) -> Path:
     from inferopt.config import Budget, OptimizeConfig
     from inferopt.optimize import run_optimize
 
-    budget = Budget(min_mean_cosine=0.995, min_item_cosine=0.98, max_metric_drop=0.2)
+    budget = Budget.of(mean_cosine=0.995, min_cosine=0.98, metric_drop=0.2)
     outcome = run_optimize(OptimizeConfig(data=STSB, out=out, budget=budget, force=True), console)
     assert outcome.artifact_dir is not None
     return outcome.artifact_dir
 
 
-def study_models(model_dir: Path, work: Path, tokenizer: object, texts: list[str]) -> tuple[Path, Path]:
-    """The study's two ONNX models: the FP32 export and quantize_dynamic() with its defaults."""
+def study_models(model_dir: Path, work: Path, texts: list[str]) -> tuple[Path, Path]:
+    """The study's two ONNX models: the FP32 export (checked against PyTorch) and quantize_dynamic() with its
+    defaults."""
     from onnxruntime.quantization import quantize_dynamic
 
     from inferopt.export import export_onnx
+    from inferopt.runtime.onnx import OnnxBackend
     from inferopt.runtime.torch import TorchBackend
-    from inferopt.tasks.text_embedding import OUTPUT_NAME, load_source_model, pad_batch
 
-    reference = TorchBackend(load_source_model(model_dir), [OUTPUT_NAME]).run(
-        pad_batch(tokenizer.encode_ids(texts[:64]))  # type: ignore[attr-defined]
-    )[OUTPUT_NAME]
-    fp32 = export_onnx(model_dir, tokenizer, reference, texts[:64], work / "fp32.onnx").path  # type: ignore[arg-type]
+    task = TextEmbeddingTask.from_model(str(model_dir))
+    source, schema = task.load_source(), task.io_schema()
+    fp32 = export_onnx(source, schema, work / "fp32.onnx")
+    torch_backend = TorchBackend(source.module, schema.input_names, schema.output_names)
+    with Embedder(task, [torch_backend]) as torch_embed, Embedder(task, [OnnxBackend(fp32)]) as onnx_embed:  # type: ignore[arg-type]
+        parity = row_cosine(onnx_embed.embed(texts[:64]), torch_embed.embed(texts[:64]))
+    assert parity.min() > 0.9999, f"the FP32 export disagrees with PyTorch (min cosine {parity.min():.6f})"
     int8 = work / "int8-default.onnx"
     quantize_dynamic(fp32, int8)
     return fp32, int8
@@ -142,12 +151,9 @@ def make_rows(model_dir: Path, artifact: Path, work: Path, texts: list[str]) -> 
     """(row, one timed pass, repeat in every round). PyTorch single runs once: it alone takes ~20 s."""
     from sentence_transformers import SentenceTransformer
 
-    from inferopt.engine import Embedder
-    from inferopt.tasks.text_embedding import TextTokenizer
-
     st = SentenceTransformer(str(model_dir), device="cpu")
     tokenizer = TextTokenizer.from_dir(model_dir, 256)
-    fp32, int8 = study_models(model_dir, work, tokenizer, texts)
+    fp32, int8 = study_models(model_dir, work, texts)
     run_fp32, run_int8 = ort_session(fp32), ort_session(int8)
 
     def ort_embed(run: Callable[[dict], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
@@ -187,8 +193,6 @@ def physical_limit(model_dir: Path, texts: list[str]) -> dict[str, float]:
     Peak assumes 2 x 512-bit VPDPBUSD per cycle per core (64 u8*s8 MACs each: AMD Zen 5 and Intel server cores
     with two FMA ports), at the clock /proc/cpuinfo reports; attention's activation x activation products stay
     in FP32 in ONNX Runtime's QAttention and are not counted."""
-    from inferopt.tasks.text_embedding import TextTokenizer, read_model_spec
-
     spec = read_model_spec(model_dir)
     tokens = float(TextTokenizer.from_dir(model_dir, spec.max_length).lengths(texts).mean())
     d, ff = spec.hidden_size, spec.intermediate_size
@@ -227,7 +231,7 @@ def summarize(rows: list[Row], data_path: Path) -> list[dict]:
                 "size_mb": row.size_bytes / 2**20,
                 "mean_cosine": float(cos.mean()),
                 "min_cosine": float(cos.min()),
-                "spearman_x100": spearman_x100(data, unique),
+                "spearman_x100": spearman_x100(data.pairs, unique),
             }
         )
     return out
@@ -288,8 +292,6 @@ def main() -> None:
     args = parser.parse_args()
     if not STSB.exists():
         raise SystemExit(f"STS-B dev not found at {STSB}: this benchmark needs ../shared beside the repo")
-    from inferopt.tasks.text_embedding import default_model_dir
-
     model_dir = default_model_dir()
     with tempfile.TemporaryDirectory() as tmp:
         artifact = args.artifact or build_artifact(args.out)

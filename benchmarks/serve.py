@@ -169,7 +169,7 @@ def plain_server(port: int, logs: Path, access_log: bool) -> Server:
 
 def in_process_throughput(artifact: Path, texts: list[str], rounds: int = 3) -> float:
     """Texts per second through inferopt's Embedder (the artifact's benchmarked layout), best of `rounds`."""
-    from inferopt.engine import Embedder
+    from inferopt import Embedder
 
     with Embedder.from_artifact(artifact) as embedder:
         embedder.embed(texts[:256])

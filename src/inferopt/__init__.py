@@ -3,7 +3,7 @@
 `import inferopt` stays light: torch and onnxruntime are imported only by the modules that run models.
 The Python API is reached lazily:
     inferopt.Predictor.from_artifact(path).predict(inputs)   # any task: one JSON-able result per input
-    inferopt.Embedder.from_artifact(path).embed(texts)       # text encoders: an (n, dim) float32 array
+    inferopt.Embedder.from_artifact(path).embed(texts)       # one-output models (text encoders): (n, dim) array
 """
 
 from __future__ import annotations
@@ -14,18 +14,12 @@ __version__ = "0.1.0"
 __all__ = ["Embedder", "Predictor", "__version__"]
 
 if TYPE_CHECKING:
-    from inferopt.engine import Predictor
+    from inferopt.engine import Embedder, Predictor
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Predictor":
-        from inferopt.engine import Predictor
+    if name in ("Predictor", "Embedder"):
+        from inferopt import engine
 
-        return Predictor
-    from inferopt.tasks.registry import API
-
-    if name in API:
-        from inferopt.tasks.registry import api_class
-
-        return api_class(name)
+        return getattr(engine, name)
     raise AttributeError(f"module 'inferopt' has no attribute {name!r}")

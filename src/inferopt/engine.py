@@ -3,7 +3,8 @@
 Inputs are preprocessed once by the task, planned into batches (by default in order of cost, so each batch
 pads to almost nothing), collated, and the batches are spread over N runtime instances on N threads
 (onnxruntime releases the GIL). The layout and batch size come from the artifact's benchmark; callers may
-override them. `Predictor` is the task-neutral Python API; `inferopt.Embedder` is the text one on top.
+override them. `Predictor` is the task-neutral Python API; `Embedder` is one for models of a single output (a
+text encoder's embeddings): inputs in, one vector each.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from inferopt.artifact import Artifact, load_artifact
 from inferopt.batching import sorted_batches
+from inferopt.errors import ArtifactError
 from inferopt.runtime.base import Arrays, Backend, RuntimeSettings
 from inferopt.tasks.base import Item, Task
 
@@ -148,3 +150,28 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Embedder(Predictor):
+    """`inferopt.Embedder.from_artifact(path).embed(texts)`: one vector per input, for a model with one output."""
+
+    @classmethod
+    def from_artifact(
+        cls, path: str | Path | Artifact, settings: RuntimeSettings | None = None, *, verify: bool = True
+    ) -> Embedder:
+        predictor = Predictor.from_artifact(path, settings, verify=verify)
+        predictor.close()  # its thread pool only: the Embedder makes its own over the same backends
+        outputs = predictor.task.io_schema().output_names
+        if len(outputs) != 1:
+            raise ArtifactError(
+                f"This {predictor.task.name} model has {len(outputs)} outputs ({', '.join(outputs)}), not one vector",
+                "use inferopt.Predictor.from_artifact(...).outputs(inputs)",
+            )
+        return cls(predictor.task, predictor.backends, batch_size=predictor.batch_size)
+
+    def embed(self, inputs: Sequence[Any]) -> np.ndarray:
+        """The vectors of `inputs` (texts, for a text encoder), in their order: shape (len(inputs), dim)."""
+        if not inputs:
+            raise ValueError("embed() needs at least one text")
+        (output,) = self.task.io_schema().output_names
+        return self.outputs(inputs)[output]

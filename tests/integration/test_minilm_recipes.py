@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import STSB_DEV
 
 from inferopt.accuracy import fidelity
+from inferopt.engine import Embedder
 from inferopt.hardware import cpu_info
 from inferopt.recipes import BuildContext, build
 from inferopt.recipes.calibration import Calibration
@@ -20,7 +21,6 @@ from inferopt.recipes.int8_dynamic import DynamicInt8Config
 from inferopt.recipes.int8_sensitivity import SensitivityInt8Config
 from inferopt.recipes.int8_static import StaticInt8Config
 from inferopt.tasks.text_embedding import TextEmbeddingTask
-from inferopt.tasks.text_embedding.embedder import Embedder
 from inferopt.tasks.text_embedding.evaldata import builtin_corpus, load_eval_data
 from inferopt.verify import Reference
 

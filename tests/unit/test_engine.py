@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from inferopt.batching import arrival_batches, sorted_batches
+from inferopt.engine import Embedder
 from inferopt.runtime.fake import FakeBackend
 from inferopt.tasks.base import Item
-from inferopt.tasks.text_embedding.embedder import Embedder
+from inferopt.tasks.text_embedding import TextEmbeddingTask
+from inferopt.tasks.text_embedding.model_dir import ModelSpec
 from inferopt.tasks.text_embedding.tokenizer import TextTokenizer, pad_batch
 
 
@@ -30,6 +32,12 @@ def tokenizer(minilm_tokenizer_file: Path) -> TextTokenizer:
     return TextTokenizer(minilm_tokenizer_file, max_length=16)
 
 
+@pytest.fixture(scope="module")
+def task(tokenizer: TextTokenizer) -> TextEmbeddingTask:
+    """A text task over the MiniLM tokenizer, for a fake model of 8 dimensions."""
+    return TextEmbeddingTask(tokenizer, ModelSpec("bert", 8, 1, 1, 32, tokenizer.max_length, 8))
+
+
 def test_tokenizer_truncates_and_counts(tokenizer: TextTokenizer) -> None:
     long_text = "word " * 40
     assert len(tokenizer.encode_ids([long_text])[0]) == 16
@@ -49,12 +57,12 @@ def test_token_ids_match_the_tokenizers_full_encode(tokenizer: TextTokenizer, mi
 
 
 @pytest.mark.parametrize("sessions", [1, 3])
-def test_embedder_keeps_input_order_whatever_the_batching(tokenizer: TextTokenizer, sessions: int) -> None:
+def test_embedder_keeps_input_order_whatever_the_batching(task: TextEmbeddingTask, sessions: int) -> None:
     texts = [f"sentence number {i} " + "x " * (i % 7) for i in range(50)]
     backends = [FakeBackend(dim=8, delay_s=0.002) for _ in range(sessions)]  # runs take time, as real ones do
-    with Embedder(tokenizer, backends, batch_size=4) as embedder:  # type: ignore[arg-type]
+    with Embedder(task, backends, batch_size=4) as embedder:  # type: ignore[arg-type]
         got = embedder.embed(texts)
-    with Embedder(tokenizer, [FakeBackend(dim=8)], batch_size=1) as one_by_one:  # type: ignore[list-item]
+    with Embedder(task, [FakeBackend(dim=8)], batch_size=1) as one_by_one:  # type: ignore[list-item]
         expected = one_by_one.embed(texts)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert sum(sum(b.calls) for b in backends) == 50
@@ -63,6 +71,6 @@ def test_embedder_keeps_input_order_whatever_the_batching(tokenizer: TextTokeniz
         assert sum(1 for b in backends if b.calls) > 1  # work really was spread
 
 
-def test_embedder_refuses_nothing(tokenizer: TextTokenizer) -> None:
-    with Embedder(tokenizer, [FakeBackend()]) as embedder, pytest.raises(ValueError, match="at least one text"):  # type: ignore[list-item]
+def test_embedder_refuses_nothing(task: TextEmbeddingTask) -> None:
+    with Embedder(task, [FakeBackend()]) as embedder, pytest.raises(ValueError, match="at least one text"):  # type: ignore[list-item]
         embedder.embed([])

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from inferopt.accuracy.report import Metrics
 from inferopt.tasks import registry
 from inferopt.tasks.base import (
     KSERVE_V1,
@@ -22,6 +21,7 @@ from inferopt.tasks.base import (
     InvalidInput,
     IOSchema,
     Item,
+    Metrics,
     Source,
     Task,
     TensorSpec,

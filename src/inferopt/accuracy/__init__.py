@@ -2,6 +2,6 @@
 
 from inferopt.accuracy.budget import Budget
 from inferopt.accuracy.measures import Fidelity, fidelity, row_cosine, sqnr_db
-from inferopt.accuracy.report import AccuracyReport, Measure, Metrics
+from inferopt.accuracy.report import AccuracyReport, Measure
 
-__all__ = ["AccuracyReport", "Budget", "Fidelity", "Measure", "Metrics", "fidelity", "row_cosine", "sqnr_db"]
+__all__ = ["AccuracyReport", "Budget", "Fidelity", "Measure", "fidelity", "row_cosine", "sqnr_db"]

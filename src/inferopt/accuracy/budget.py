@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from inferopt.accuracy.report import BY_NAME, AccuracyReport, Metrics
+from inferopt.accuracy.report import BY_NAME, AccuracyReport
 from inferopt.errors import InputError
+
+if TYPE_CHECKING:
+    from inferopt.tasks.base import Metrics
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,15 @@
-"""What a task measures, and what it found for one variant.
+"""The numbers a task can report, and what they were for one variant.
 
 A `Measure` is one named number (mean cosine, argmax agreement, the task metric's drop) with its direction,
-its valid range and the CLI flag that budgets it. A task's `Metrics` says which measures it reports, its
-default budget, and computes an `AccuracyReport` from the reference and candidate outputs.
+its valid range and the CLI flag that budgets it. A task's `Metrics` (tasks/base.py) says which measures it
+reports and computes an `AccuracyReport` from the reference and candidate outputs.
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import numpy as np
-
-if TYPE_CHECKING:
-    from inferopt.tasks.base import EvalSet
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -110,24 +104,3 @@ class AccuracyReport:
             per_output,
             {name: r.measures for name, r in passes.items()},
         )
-
-
-class Metrics(ABC):
-    """A task's measures: which it reports (in display order), its default budget, and how to compute them."""
-
-    measures: ClassVar[tuple[Measure, ...]]
-    default_budget: ClassVar[dict[str, float]]
-    primary: ClassVar[str] = "mean_cosine"  # the fidelity that decides between variants tied on speed
-
-    def measure(self, name: str) -> Measure:
-        return next(m for m in self.measures if m.name == name)
-
-    @property
-    def flags(self) -> dict[str, Measure]:
-        return {m.flag: m for m in self.measures if m.flag}
-
-    @abstractmethod
-    def evaluate(
-        self, data: EvalSet, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
-    ) -> AccuracyReport:
-        """Compare `candidate` outputs with the FP32 `reference` (both: output name -> (items, ...))."""

@@ -17,10 +17,9 @@ import numpy as np
 import orjson
 
 from inferopt.bench.http1 import Target
-from inferopt.datafiles import read_npz, read_text_file
+from inferopt.datafiles import Row, read_rows, read_text_file
 from inferopt.errors import InputError
 
-Row = dict[str, np.ndarray]  # one tensor input: name -> array without the batch axis
 PREDICT_SUFFIX = ":predict"
 INFER_SUFFIX = "/infer"
 METADATA_TIMEOUT_S = 10.0
@@ -31,9 +30,7 @@ STS_COLUMNS = 7  # genre, file, year, id, score, sentence1, sentence2
 def load_inputs(path: Path | None) -> list[str] | list[Row]:
     """Rows of an .npz file (arrays with the batch on axis 0), else texts (see load_texts)."""
     if path is not None and path.suffix.lower() == ".npz":
-        arrays = read_npz(path, "--inputs")
-        rows = len(next(iter(arrays.values())))
-        return [{name: value[i] for name, value in arrays.items()} for i in range(rows)]
+        return read_rows(path, "--inputs")
     return load_texts(path)
 
 

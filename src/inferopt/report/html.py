@@ -62,7 +62,7 @@ def accuracy_table(result: RunResult) -> str:
         metric = f"{v.accuracy.metric:.2f}" if v.accuracy and v.accuracy.metric is not None else "-"
         cells = [f"<td>{_esc(x)}</td>" for x in values] + [f"<td>{metric}</td>", _verdict(result, v)]
         rows.append(_row(result, v, cells))
-    metric_head = _esc(result.metric_name or "metric")
+    metric_head = _esc((result.metric_name or "metric").replace("_x100", " x100").replace("_", " "))
     header = f"<tr><th>variant</th>{head}<th>{metric_head}</th><th>budget</th></tr>"
     return f'<div class="scroll"><table>{header}{"".join(rows)}</table></div>'
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 from inferopt.results import RunResult
 
-# Label positions tried around a point, in points from it: right, above, left, below, then further out.
-LABEL_OFFSETS = [
-    (dx * scale, dy * scale)
-    for scale in (1, 2.2, 3.6)
-    for dx, dy in ((6, 4), (6, -12), (-6, 4), (-6, -12), (0, 10), (0, -18))
+# Label positions tried around a point, in points from it: close first (right, left, above, below), then on
+# rings further out in twelve directions; the first that overlaps nothing wins.
+LABEL_OFFSETS = [(6.0, 4.0), (-6.0, 4.0), (6.0, -12.0), (-6.0, -12.0), (0.0, 10.0), (0.0, -18.0)] + [
+    (round(radius * math.cos(math.radians(angle)), 1), round(radius * math.sin(math.radians(angle)), 1))
+    for radius in (22, 34, 48, 64, 82, 100)
+    for angle in range(0, 360, 30)
 ]
 
 
@@ -38,6 +40,8 @@ def png_bytes(fig: Any) -> bytes:
 def place_labels(fig: Any, ax: Any, points: list[tuple[float, float, str]]) -> list[Any]:
     """Annotate each (x, y, label) where its text overlaps no label placed before it and no point: the first
     free position of LABEL_OFFSETS, else the least crowded one. Returns the label boxes (display coordinates)."""
+    from matplotlib.text import Text
+
     fig.tight_layout()
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -49,9 +53,10 @@ def place_labels(fig: Any, ax: Any, points: list[tuple[float, float, str]]) -> l
             text = ax.annotate(
                 label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
                 ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
-                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if abs(dx) > 6 or abs(dy) > 12 else None,
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if abs(dx) > 6 or abs(dy) > 18 else None,
             )  # fmt: skip
-            box = text.get_window_extent(renderer).expanded(1.05, 1.15)
+            text.update_positions(renderer)  # where the offset puts it; then the words' box, not the leader line's
+            box = Text.get_window_extent(text, renderer).expanded(1.05, 1.15)
             overlaps = (
                 sum(box.overlaps(other) for other in placed)
                 + sum(box.contains(mx, my) for mx, my in marks)

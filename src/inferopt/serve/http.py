@@ -73,11 +73,12 @@ async def serve_inference(
             log.error("request %s failed", request_id, exc_info=exc)
         state.metrics.rejected.labels(error.reason).inc()
         return error_response(error, plain=plain)
+    lookup, preprocess, queue, inference, cached = _item_times(results)
     timings = {
-        "decode": decoded - started + max(c.lookup_s for c in results),
-        "preprocess": max(c.preprocess_s for c in results),
-        "queue": max(c.queue_s for c in results),
-        "inference": max(c.inference_s for c in results),
+        "decode": decoded - started + lookup,
+        "preprocess": preprocess,
+        "queue": queue,
+        "inference": inference,
         "postprocess": rendered.postprocess_s,
         "encode": finished - post_started - rendered.postprocess_s,
         "total": finished - request.scope.get(STARTED, started),
@@ -85,13 +86,27 @@ async def serve_inference(
     ready.service.metrics.observe_stages(timings)
     request.scope[LOG_FIELDS] = {
         "items": len(results),
-        "cost": sum(c.result.cost for c in results),
-        "cached": sum(c.source != "model" for c in results),
-        "queue_ms": round(timings["queue"] * 1000, 3),
-        "inference_ms": round(timings["inference"] * 1000, 3),
+        "cached": cached,
+        "queue_ms": round(queue * 1000, 3),
+        "inference_ms": round(inference * 1000, 3),
         **rendered.log,
     }
     return JSONBytesResponse(rendered.content, [*timing_headers(timings), *rendered.headers])
+
+
+def _item_times(results: list[Computed]) -> tuple[float, float, float, float, int]:
+    """(lookup, preprocess, queue, inference) as the max over the items, and how many came from a cache. A
+    single item, the common request, is read directly: four generator passes cost ~3 us of the event loop."""
+    if len(results) == 1:
+        c = results[0]
+        return c.lookup_s, c.preprocess_s, c.queue_s, c.inference_s, int(c.source != "model")
+    return (
+        max(c.lookup_s for c in results),
+        max(c.preprocess_s for c in results),
+        max(c.queue_s for c in results),
+        max(c.inference_s for c in results),
+        sum(c.source != "model" for c in results),
+    )
 
 
 def require_model(state: ServerState, protocol: str, name: str | None) -> Ready:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from inferopt.accuracy.report import Metrics
+from inferopt.accuracy.report import AccuracyReport, Measure
 
 Arrays = dict[str, np.ndarray]
 
@@ -142,6 +142,25 @@ class Source:
     fusion: FusionProfile = field(default_factory=FusionProfile)
 
 
+class Metrics(ABC):
+    """A task's measures: which it reports (in display order), its default budget, and how to compute them."""
+
+    measures: ClassVar[tuple[Measure, ...]]
+    default_budget: ClassVar[dict[str, float]]
+    primary: ClassVar[str] = "mean_cosine"  # the fidelity that decides between variants tied on speed
+
+    def measure(self, name: str) -> Measure:
+        return next(m for m in self.measures if m.name == name)
+
+    @property
+    def flags(self) -> dict[str, Measure]:
+        return {m.flag: m for m in self.measures if m.flag}
+
+    @abstractmethod
+    def evaluate(self, data: EvalSet, reference: Arrays, candidate: Arrays) -> AccuracyReport:
+        """Compare `candidate` outputs with the FP32 `reference` (both: output name -> (items, ...))."""
+
+
 class Task(ABC):
     """One kind of model. Subclasses set `name`, `version` and `protocols`, and implement the abstract methods;
     the others have defaults that fit most tasks."""
@@ -212,10 +231,10 @@ class Task(ABC):
     def postprocess(self, outputs: Arrays) -> Any:
         """One item's outputs -> its JSON-able result (what KServe v1's `predictions` holds)."""
 
+    @abstractmethod
     def canonical(self, raw: Any) -> bytes:
         """The input as bytes in a form where equal bytes mean equal results: the cache key's content. Cheap,
         because a cache hit must not pay for preprocessing."""
-        raise NotImplementedError
 
     def cache_key(self, prefix: str, raw: Any) -> str:
         return prefix + hashlib.blake2b(self.canonical(raw), digest_size=16).hexdigest()

@@ -15,8 +15,6 @@ TASKS = {
     "text-embedding": "inferopt.tasks.text_embedding:TextEmbeddingTask",
     "tensor": "inferopt.tasks.tensor:TensorTask",
 }
-# Task-specific Python API, reached as inferopt.<name>.
-API = {"Embedder": "inferopt.tasks.text_embedding.embedder:Embedder"}
 DEFAULT_TASK = "text-embedding"  # optimize with no MODEL: the bundled all-MiniLM-L6-v2
 DETECTION_ORDER = ("tensor", "text-embedding")  # the more particular claims first
 
@@ -35,10 +33,6 @@ def task_class(name: str) -> type[Task]:
         raise InputError(f"There is no task {name!r}", f"tasks: {', '.join(TASKS)}")
     cls: type[Task] = _load(TASKS[name])
     return cls
-
-
-def api_class(name: str) -> Any:
-    return _load(API[name])
 
 
 def for_model(

@@ -157,3 +157,31 @@ def test_the_openai_client_works_with_any_model_name(task: TextEmbeddingTask) ->
             np.testing.assert_array_equal(
                 np.asarray(response.data[1].embedding, np.float32), fake_embedding(task, "another")
             )
+
+
+def test_load_and_profile_speak_each_protocol_to_a_tensor_model(two_headed: Path, tmp_path: Path) -> None:
+    from inferopt.bench.loadgen import LoadConfig, run_load
+    from inferopt.bench.profile import profile_artifact, profile_url
+
+    inputs = tmp_path / "rows.npz"
+    np.savez(inputs, **rows(11, 40))
+    name = load_artifact(two_headed).model_name
+    with serve_artifact(two_headed) as server:
+        v2 = run_load(
+            LoadConfig(f"{server.url}/v2/models/{name}/infer", rate=80, duration_s=2, warmup_s=0.5, inputs=inputs)
+        )
+        v1 = run_load(
+            LoadConfig(f"{server.url}/v1/models/{name}:predict", rate=80, duration_s=2, warmup_s=0.5, inputs=inputs)
+        )
+        profiled = profile_url(
+            f"{server.url}/v2/models/{name}/infer",
+            [{k: v[i] for k, v in rows(12, 30).items()} for i in range(30)],
+            25,
+            warmup=5,
+        )
+    for result in (v2, v1):
+        assert result.errors == {} and result.measured >= 80  # ~120 requests were due in the 1.5 s measured
+    breakdown = {row["stage"]: row for row in profiled.breakdown()}
+    assert breakdown["inference"]["p50_ms"] > 0  # every row distinct: each request ran the model
+    in_process = profile_artifact(two_headed, None, 40, warmup=5)  # no inputs: the artifact's own examples
+    assert in_process.requests == 40 and in_process.stage_sum_ratio() == pytest.approx(1.0, abs=0.1)

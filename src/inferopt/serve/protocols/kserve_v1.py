@@ -39,7 +39,9 @@ def _parse(body: bytes, ready: Ready) -> tuple[None, list[Any]]:
 
 
 def _render(ready: Ready, parsed: None, results: list[Computed]) -> Rendered:
-    return Rendered(predict_response([c.result.json for c in results]))
+    return Rendered(
+        predict_response([c.result.json for c in results]), log={"cost": sum(c.result.cost for c in results)}
+    )
 
 
 @router.get("/v1/models/{name}", summary="Model status (KServe v1)")

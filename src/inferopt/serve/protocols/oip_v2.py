@@ -84,4 +84,5 @@ async def infer(request: Request, name: str) -> Response:
 
 def _render(ready: Ready, parsed: InferRequest, results: list[Computed]) -> Rendered:
     model = ready.model
-    return Rendered(infer_response(model.public_name, model.artifact_id, parsed, [c.result.outputs for c in results]))
+    content = infer_response(model.public_name, model.artifact_id, parsed, [c.result.outputs for c in results])
+    return Rendered(content, log={"cost": sum(c.result.cost for c in results)})

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from inferopt.accuracy.report import Metrics
-from inferopt.datafiles import read_npz
+from inferopt.datafiles import Row, read_npz, read_rows, write_rows
 from inferopt.errors import InputError
 from inferopt.tasks.base import (
     KSERVE_V1,
@@ -26,6 +25,7 @@ from inferopt.tasks.base import (
     InvalidInput,
     IOSchema,
     Item,
+    Metrics,
     Source,
     Task,
     TensorSpec,
@@ -34,7 +34,6 @@ from inferopt.tasks.tensor import source as sources
 
 EXAMPLES_ASSET = "examples.npz"
 EXAMPLES_FROM_DATA = 256  # rows of --data that stand in for examples an ONNX file came without
-Row = dict[str, np.ndarray]
 
 
 class TensorTask(Task):
@@ -255,13 +254,13 @@ class TensorTask(Task):
     def assets(self, work: Path) -> dict[str, Path]:
         """The example rows, for warm-up, profiling and calibration at serve time."""
         path = work / EXAMPLES_ASSET
-        save_rows(path, self.examples)
+        write_rows(path, self.examples)
         return {EXAMPLES_ASSET: path}
 
     @classmethod
     def from_artifact(cls, config: dict[str, Any], directory: Path) -> Task:
         schema = IOSchema.from_dict(config["io"])
-        rows = load_rows(directory / EXAMPLES_ASSET, schema)
+        rows = read_rows(directory / EXAMPLES_ASSET, EXAMPLES_ASSET)
         return cls(schema, rows, location=str(config.get("source", "")), label=str(config.get("label", "model")))
 
 
@@ -367,27 +366,3 @@ def _onnx_has_conv(path: Path) -> bool:
     import onnx
 
     return any(node.op_type == "Conv" for node in onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def save_rows(path: Path, rows: list[Row]) -> None:
-    """Rows into one .npz: `g{k}.{input}` holds the rows of the k-th shape group, stacked."""
-    groups: dict[tuple[tuple[int, ...], ...], list[Row]] = {}
-    for row in rows:
-        groups.setdefault(_group(row), []).append(row)
-    arrays = {
-        f"g{k}.{name}": np.stack([r[name] for r in members])
-        for k, members in enumerate(groups.values())
-        for name in members[0]
-    }
-    np.savez(path, **arrays)  # type: ignore[arg-type]
-
-
-def load_rows(path: Path, schema: IOSchema) -> list[Row]:
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    groups = sorted({key.split(".", 1)[0] for key in arrays}, key=lambda g: int(g[1:]))
-    rows: list[Row] = []
-    for group in groups:
-        stacked = {spec.name: arrays[f"{group}.{spec.name}"] for spec in schema.inputs}
-        rows.extend(_rows(stacked))
-    return rows

@@ -17,9 +17,8 @@ from inferopt.accuracy.report import (
     P1_COSINE,
     SQNR_DB,
     AccuracyReport,
-    Metrics,
 )
-from inferopt.tasks.base import EvalSet
+from inferopt.tasks.base import EvalSet, Metrics
 
 
 class TensorMetrics(Metrics):

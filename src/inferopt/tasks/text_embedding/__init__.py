@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferopt.accuracy.report import Metrics
 from inferopt.errors import InputError
 from inferopt.tasks.base import (
     KSERVE_V1,
@@ -25,6 +24,7 @@ from inferopt.tasks.base import (
     InvalidInput,
     IOSchema,
     Item,
+    Metrics,
     Source,
     Task,
     TensorSpec,

@@ -16,9 +16,8 @@ from inferopt.accuracy.report import (
     P1_COSINE,
     SQNR_DB,
     AccuracyReport,
-    Metrics,
 )
-from inferopt.tasks.base import EvalSet
+from inferopt.tasks.base import EvalSet, Metrics
 from inferopt.tasks.text_embedding.evaldata import ScoredPair
 from inferopt.tasks.text_embedding.model_dir import OUTPUT_NAME
 
