@@ -28,9 +28,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
-bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.md (about 25 minutes)
+bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.md (about 45 minutes)
 	$(PY) benchmarks/seed_study.py --out build/bench/optimized --json build/bench/seed_study.json
 	$(PY) benchmarks/serve.py build/bench/optimized/artifact --json build/bench/serve.json
+	$(PY) benchmarks/byo.py --out build/bench/byo --json build/bench/byo.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
