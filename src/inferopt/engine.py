@@ -52,6 +52,20 @@ def stack_outputs(per_item: Sequence[Arrays]) -> Arrays:
     return stacked
 
 
+def _rows_in_place(count: int, batches: list[list[int]], results: list[Arrays]) -> Arrays | None:
+    """The batches' outputs as one array per output, each row where its item belongs; None when an output's
+    shape beyond the batch differs between batches (a dynamic axis: then items are padded one by one)."""
+    assembled = {}
+    for name, first in results[0].items():
+        if any(r[name].shape[1:] != first.shape[1:] for r in results):
+            return None
+        out = np.empty((count, *first.shape[1:]), dtype=first.dtype)
+        for indices, outputs in zip(batches, results, strict=True):
+            out[indices] = outputs[name]
+        assembled[name] = out
+    return assembled
+
+
 class Predictor:
     def __init__(
         self,
@@ -98,19 +112,29 @@ class Predictor:
 
     def run_items(self, items: Sequence[Item], batches: list[list[int]] | None = None) -> Arrays:
         """Outputs of preprocessed `items`, in their order; `batches` (index lists) overrides the plan."""
-        return stack_outputs(self.item_outputs(items, batches))
+        batches = self.plan(items, self.batch_size) if batches is None else batches
+        results = self._run_all(items, batches)
+        if type(self.task).split is Task.split:  # rows are items: write each batch's rows straight into place
+            assembled = _rows_in_place(len(items), batches, results)
+            if assembled is not None:
+                return assembled
+        return stack_outputs(self._per_item(items, batches, results))
 
     def item_outputs(self, items: Sequence[Item], batches: list[list[int]] | None = None) -> list[Arrays]:
         batches = self.plan(items, self.batch_size) if batches is None else batches
-        results: list[list[Arrays] | None] = [None] * len(batches)
-        self._run_all(items, batches, results)
+        return self._per_item(items, batches, self._run_all(items, batches))
+
+    def _per_item(self, items: Sequence[Item], batches: list[list[int]], results: list[Arrays]) -> list[Arrays]:
         per_item: list[Arrays | None] = [None] * len(items)
         for indices, outputs in zip(batches, results, strict=True):
-            for i, out in zip(indices, outputs or (), strict=True):
+            split = self.task.split(outputs, [items[i] for i in indices])
+            for i, out in zip(indices, split, strict=True):
                 per_item[i] = out
         return per_item  # type: ignore[return-value]
 
-    def _run_all(self, items: Sequence[Item], batches: list[list[int]], results: list[list[Arrays] | None]) -> None:
+    def _run_all(self, items: Sequence[Item], batches: list[list[int]]) -> list[Arrays]:
+        """Each batch's model outputs, batches spread over the backends' threads."""
+        results: list[Arrays] = [{} for _ in batches]
         pending = iter(range(len(batches)))
         lock = threading.Lock()
         stop = threading.Event()
@@ -122,12 +146,11 @@ class Predictor:
                     k = next(pending, None)
                 if k is None:
                     return
-                batch = [items[i] for i in batches[k]]
-                results[k] = task.split(backend.run(task.collate(batch)), batch)
+                results[k] = backend.run(task.collate([items[i] for i in batches[k]]))
 
         if self._pool is None:
             worker(self.backends[0])
-            return
+            return results
         futures = [self._pool.submit(worker, b) for b in self.backends]
         try:
             for future in futures:
@@ -140,6 +163,7 @@ class Predictor:
             stop.set()  # workers finish the batch in hand and stop; then the error goes up
             futures_wait(futures)
             raise
+        return results
 
     def close(self) -> None:
         if self._pool is not None:
