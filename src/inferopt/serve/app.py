@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
@@ -25,6 +26,8 @@ from inferopt.serve.state import ModelSource, ServerState
 log = logging.getLogger("inferopt.serve")
 router = APIRouter()
 EMBEDDINGS_PATH = openai_embeddings.EMBEDDINGS_PATH
+PREDICT_PATH = kserve_v1.PREDICT_PATH
+INFER_PATH = oip_v2.INFER_PATH
 
 
 def create_app(
@@ -64,36 +67,77 @@ def create_app(
     for routes in (router, openai_embeddings.router, kserve_v1.router, oip_v2.router):
         app.include_router(routes)
     app.add_middleware(RequestContext, metrics=metrics, access_log=requests_log)
-    app.embeddings_route = next(
-        r for r in openai_embeddings.router.routes if isinstance(r, APIRoute) and r.path == EMBEDDINGS_PATH
-    )
-    app.hot_path = RequestContext(_embeddings_asgi, metrics, requests_log)
+    app.hot_routes = HotRoutes.of(openai_embeddings.router, kserve_v1.router, oip_v2.router)
+    app.hot_path = RequestContext(_hot_asgi, metrics, requests_log)
     return app
 
 
-class InferoptApp(FastAPI):
-    """FastAPI, with POST /v1/embeddings dispatched straight to its handler inside RequestContext.
+HotHandler = Callable[..., Awaitable[Response]]
+HOT = "inferopt.hot"  # scope key: the handler and its path parameters
 
-    Profiled under load, about 40% of the event loop's CPU went to FastAPI's and Starlette's layers around that
-    handler (route matching, dependency solving, exit-stack and exception middlewares), none of which it uses:
-    it parses its own body and turns every error into a response itself. The route stays registered, so /docs
-    documents it; every other path takes the full stack.
+
+@dataclass(frozen=True)
+class HotRoutes:
+    """The inference routes (POST /v1/embeddings, /v1/models/{name}:predict, /v2/models/{name}/infer) and
+    their handlers, matched by hand: a string comparison or two instead of Starlette's regex walk."""
+
+    embeddings: APIRoute
+    predict: APIRoute
+    infer: APIRoute
+
+    @classmethod
+    def of(cls, *routers: APIRouter) -> HotRoutes:
+        routes = {r.path: r for router in routers for r in router.routes if isinstance(r, APIRoute)}
+        return cls(routes[EMBEDDINGS_PATH], routes[PREDICT_PATH], routes[INFER_PATH])
+
+    def match(self, path: str) -> tuple[APIRoute, HotHandler, dict[str, str]] | None:
+        if path == EMBEDDINGS_PATH:
+            return self.embeddings, openai_embeddings.create_embeddings, {}
+        name = _between(path, "/v2/models/", "/infer")
+        if name is not None:
+            return self.infer, oip_v2.infer, {"name": name}
+        name = _between(path, "/v1/models/", ":predict")
+        if name is not None:
+            return self.predict, kserve_v1.predict, {"name": name}
+        return None
+
+
+def _between(path: str, prefix: str, suffix: str) -> str | None:
+    """The model name of `prefix{name}suffix`, when `path` is one (a name has no slash)."""
+    if path.startswith(prefix) and path.endswith(suffix) and len(path) > len(prefix) + len(suffix):
+        name = path[len(prefix) : -len(suffix)]
+        return name if "/" not in name else None
+    return None
+
+
+class InferoptApp(FastAPI):
+    """FastAPI, with the inference routes dispatched straight to their handlers inside RequestContext.
+
+    Profiled under load, about 40% of the event loop's CPU went to FastAPI's and Starlette's layers around the
+    embeddings handler (route matching, dependency solving, exit-stack and exception middlewares), none of
+    which the inference handlers use: each parses its own body and turns every error into a response itself.
+    The routes stay registered, so /docs documents them; every other path takes the full stack.
     """
 
-    embeddings_route: APIRoute
+    hot_routes: HotRoutes
     hot_path: RequestContext
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == EMBEDDINGS_PATH and scope["method"] == "POST":
-            scope["app"] = self  # what Starlette's routing would have set: the handler reads app.state
-            scope["route"] = self.embeddings_route  # the metrics label
-            await self.hot_path(scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            hot = self.hot_routes.match(scope["path"])
+            if hot is not None:
+                route, handler, params = hot
+                scope["app"] = self  # what Starlette's routing would have set: the handler reads app.state
+                scope["route"] = route  # the metrics label
+                scope[HOT] = (handler, params)
+                await self.hot_path(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
-async def _embeddings_asgi(scope: Scope, receive: Receive, send: Send) -> None:
-    response = await openai_embeddings.create_embeddings(Request(scope, receive))
+async def _hot_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    handler, params = scope[HOT]
+    response = await handler(Request(scope, receive), **params)
     await response(scope, receive, send)
 
 

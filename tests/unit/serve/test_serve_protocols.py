@@ -212,3 +212,14 @@ async def test_binary_tensor_extension_is_refused_clearly(serve, task: TextEmbed
             INFER, content=b"{}", headers={"inference-header-content-length": "2", "content-type": "application/json"}
         )
     assert response.status_code == 400 and "binary tensor data extension is not supported" in response.json()["error"]
+
+
+async def test_inference_routes_are_labelled_by_their_template(serve, task: TextEmbeddingTask) -> None:
+    async with serve(fake_model(task=task)) as served:
+        await served.client.post(INFER, json=texts_tensor(["x"]))
+        await served.client.post(PREDICT, json={"instances": ["x"]})
+        nested = await served.client.post("/v2/models/a/b/infer", json=texts_tensor(["x"]))
+        text = (await served.client.get("/metrics")).text
+    assert 'route="/v2/models/{name}/infer",status="200"' in text  # a template: one series per route, not per name
+    assert 'route="/v1/models/{name}:predict",status="200"' in text
+    assert nested.status_code == 404  # a name has no slash: such a path is no inference route

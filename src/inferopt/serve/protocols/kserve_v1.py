@@ -23,10 +23,11 @@ from inferopt.serve.wire.kserve_v1 import parse_predict, predict_response
 from inferopt.tasks.base import KSERVE_V1
 
 router = APIRouter()
+PREDICT_PATH = "/v1/models/{name}:predict"
 
 
 @router.post(
-    "/v1/models/{name}:predict",
+    PREDICT_PATH,
     summary="Predict (KServe v1 / TF-Serving): instances in, predictions out",
     responses=ERROR_RESPONSES,
 )

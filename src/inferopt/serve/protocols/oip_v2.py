@@ -24,6 +24,7 @@ from inferopt.serve.wire.oip_v2 import BINARY_HEADER, InferRequest, check_output
 from inferopt.tasks.base import OIP_V2
 
 router = APIRouter()
+INFER_PATH = "/v2/models/{name}/infer"
 
 
 @router.get("/v2", summary="Server metadata (OIP v2)")
@@ -68,9 +69,7 @@ async def model_ready(request: Request, name: str) -> Response:
     return json_response({"name": ready.model.public_name, "ready": True})
 
 
-@router.post(
-    "/v2/models/{name}/infer", summary="Inference on named, typed, shaped tensors (OIP v2)", responses=ERROR_RESPONSES
-)
+@router.post(INFER_PATH, summary="Inference on named, typed, shaped tensors (OIP v2)", responses=ERROR_RESPONSES)
 async def infer(request: Request, name: str) -> Response:
     binary = request.headers.get(BINARY_HEADER)
 
