@@ -27,11 +27,6 @@ from inferopt.tasks.base import Item, Task
 BatchPlan = Callable[[Sequence[Item], int], list[list[int]]]  # (items, batch size) -> index lists
 
 
-def in_order(items: Sequence[Item], size: int) -> list[list[int]]:
-    """Batches of `size` in the order given, whatever their groups: only for tasks that pad any items."""
-    return [list(range(k, min(k + size, len(items)))) for k in range(0, len(items), size)]
-
-
 def stack_outputs(per_item: Sequence[Arrays]) -> Arrays:
     """Item outputs -> one array per output, items on axis 0. Items whose outputs differ in shape (a second
     dynamic axis) are zero-padded to the largest: padding both sides alike leaves every fidelity measure as it

@@ -125,6 +125,14 @@ def require_model(state: ServerState, protocol: str, name: str | None) -> Ready:
     return ready
 
 
+def ready_model(request: Request, protocol: str, name: str | None = None, *, plain: bool = True) -> Ready | Response:
+    """For the metadata routes: the model the route names, or the error response (404, 503) to send instead."""
+    try:
+        return require_model(server_state(request), protocol, name)
+    except ServeError as exc:
+        return error_response(exc, plain=plain)
+
+
 def error_response(error: ServeError, *, plain: bool = False) -> Response:
     return json_response(error.plain_body() if plain else error.body(), status=error.status, headers=error.headers())
 

@@ -71,9 +71,6 @@ class IOSchema:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
-    def input(self, name: str) -> TensorSpec:
-        return next(t for t in self.inputs if t.name == name)
-
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """What torch.onnx.export takes: tensor name -> {axis: name}."""
         return {t.name: axes for t in (*self.inputs, *self.outputs) if (axes := t.dynamic_axes())}

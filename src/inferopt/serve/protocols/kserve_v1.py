@@ -7,15 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from inferopt.serve.errors import ServeError
 from inferopt.serve.http import (
     ERROR_RESPONSES,
     Rendered,
-    error_response,
     json_response,
-    require_model,
+    ready_model,
     serve_inference,
-    server_state,
 )
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
@@ -47,8 +44,7 @@ def _render(ready: Ready, parsed: None, results: list[Computed]) -> Rendered:
 
 @router.get("/v1/models/{name}", summary="Model status (KServe v1)")
 async def model_status(request: Request, name: str) -> Response:
-    try:
-        ready = require_model(server_state(request), KSERVE_V1, name)
-    except ServeError as exc:
-        return error_response(exc, plain=True)
+    ready = ready_model(request, KSERVE_V1, name)
+    if isinstance(ready, Response):
+        return ready
     return json_response({"name": ready.model.public_name, "ready": True})

@@ -8,13 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 import inferopt
-from inferopt.serve.errors import ServeError
 from inferopt.serve.http import (
     ERROR_RESPONSES,
     Rendered,
-    error_response,
     json_response,
-    require_model,
+    ready_model,
     serve_inference,
     server_state,
 )
@@ -46,10 +44,9 @@ async def ready(request: Request) -> Response:
 
 @router.get("/v2/models/{name}", summary="Model metadata: its input and output tensors (OIP v2)")
 async def model_metadata(request: Request, name: str) -> Response:
-    try:
-        ready = require_model(server_state(request), OIP_V2, name)
-    except ServeError as exc:
-        return error_response(exc, plain=True)
+    ready = ready_model(request, OIP_V2, name)
+    if isinstance(ready, Response):
+        return ready
     model = ready.model
     return json_response({
         "name": model.public_name,
@@ -62,10 +59,9 @@ async def model_metadata(request: Request, name: str) -> Response:
 
 @router.get("/v2/models/{name}/ready", summary="200 once this model is ready (OIP v2)")
 async def model_ready(request: Request, name: str) -> Response:
-    try:
-        ready = require_model(server_state(request), OIP_V2, name)
-    except ServeError as exc:
-        return error_response(exc, plain=True)
+    ready = ready_model(request, OIP_V2, name)
+    if isinstance(ready, Response):
+        return ready
     return json_response({"name": ready.model.public_name, "ready": True})
 
 

@@ -12,15 +12,12 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from inferopt.serve.errors import ServeError
 from inferopt.serve.http import (
     ERROR_RESPONSES,
     Rendered,
-    error_response,
     json_response,
-    require_model,
+    ready_model,
     serve_inference,
-    server_state,
 )
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
@@ -75,10 +72,9 @@ def _render(ready: Ready, parsed: EmbeddingRequest, results: list[Computed]) -> 
 
 @router.get("/v1/models", summary="The model this server serves, under each of its names (OpenAI-compatible)")
 async def list_models(request: Request) -> Response:
-    try:
-        ready = require_model(server_state(request), OPENAI_EMBEDDINGS, None)
-    except ServeError as exc:
-        return error_response(exc)
+    ready = ready_model(request, OPENAI_EMBEDDINGS, plain=False)
+    if isinstance(ready, Response):
+        return ready
     model = ready.model
     card = {
         "object": "model",
