@@ -38,14 +38,6 @@ class Outcome:
     result: RunResult
 
 
-def _quiet_libraries() -> None:
-    """Hugging Face prints a progress bar per model load; ours is the one that matters."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def run_optimize(config: OptimizeConfig, console: Console | None = None) -> Outcome:
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     started = time.perf_counter()
@@ -53,7 +45,6 @@ def run_optimize(config: OptimizeConfig, console: Console | None = None) -> Outc
     budget = config.budget.for_task(task.metrics())
     data = task.eval_data(config.data, config.max_eval_texts)
     check_target(config.out, force=config.force)  # before minutes of work, not after
-    _quiet_libraries()
     cpu, cores = cpu_info(), usable_cores()
     console.print(
         f"[bold]inferopt optimize[/] {task.model_name} ({task.name}) on {data.name} ({data.summary}), "

@@ -24,7 +24,7 @@ from inferopt.runtime.base import Arrays, Backend
 from inferopt.tasks.base import EvalSet, Item, Source, Task
 
 REFERENCE_BATCH = 32
-SERVED_POLICY = BatchPolicy(max_batch=32, max_padding=0.2)  # serve's defaults
+SERVED_POLICY = BatchPolicy(max_batch=32, max_padding=0.2)  # serve's padding limit; batches of the default 32
 SERVED_WINDOW = 4 * SERVED_POLICY.max_batch  # items queued at once in a busy server
 MIXED_BATCH = 64
 PARITY_ITEMS = 512

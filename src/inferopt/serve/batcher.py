@@ -120,10 +120,12 @@ class Batcher:
             self._threads.append(thread)
         return self
 
-    def submit(self, items: Sequence[Item], deadline: float = math.inf) -> list[QueuedItem]:
-        """Queue the items of one request, all or none: a request never half-enters a full queue."""
+    def submit(self, items: Sequence[Item], deadline: float | Sequence[float] = math.inf) -> list[QueuedItem]:
+        """Queue the items of one request, all or none: a request never half-enters a full queue. `deadline`:
+        one for all, or one per item (an item other requests wait for too lives until the last of them)."""
         now = self._clock()
-        queued = [QueuedItem(item, deadline, now) for item in items]
+        deadlines = [deadline] * len(items) if isinstance(deadline, (int, float)) else list(deadline)
+        queued = [QueuedItem(item, until, now) for item, until in zip(items, deadlines, strict=True)]
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the batcher is closed")

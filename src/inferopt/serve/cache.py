@@ -21,6 +21,7 @@ import orjson
 
 from inferopt.runtime.base import Arrays
 
+OutputForm = tuple[str, tuple[int | None, ...]]  # an output's dtype, and one item's shape (None: dynamic)
 ENTRY_OVERHEAD_BYTES = 200  # key string, dict slot and object headers per LRU entry, roughly
 _HEADER = struct.Struct("<4sIBB")  # magic, cost, truncated flag, number of outputs
 _MAGIC = b"ioc1"
@@ -53,15 +54,19 @@ class CachedResult:
         parts = [_HEADER.pack(_MAGIC, self.cost, self.truncated, len(self.outputs))]
         for name, value in self.outputs.items():
             encoded = name.encode("utf-8")
+            if value.dtype.name not in _DTYPES:
+                raise ValueError(f"output {name!r} is {value.dtype.name}, which the Redis entry format does not hold")
             parts.append(_TENSOR.pack(len(encoded), _DTYPES.index(value.dtype.name), value.ndim) + encoded)
             parts.append(struct.pack(f"<{value.ndim}I", *value.shape))
             parts.append(np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes, expected: dict[str, str], postprocess: Callable[[Arrays], Any]) -> CachedResult:
-        """Decode what to_bytes wrote, for a model whose outputs are `expected` (name -> dtype); ValueError for
-        anything else (a foreign or damaged value under our key)."""
+    def from_bytes(
+        cls, data: bytes, expected: dict[str, OutputForm], postprocess: Callable[[Arrays], Any]
+    ) -> CachedResult:
+        """Decode what to_bytes wrote, for a model whose outputs are `expected` (name -> dtype and one item's
+        shape, None for a dynamic size); ValueError for anything else (a foreign or damaged value under our key)."""
         try:
             magic, cost, truncated, count = _HEADER.unpack_from(data)
             if magic != _MAGIC:
@@ -83,9 +88,21 @@ class CachedResult:
                 offset += size
         except (struct.error, IndexError, UnicodeDecodeError) as exc:
             raise ValueError(f"not a cache entry of this model ({exc})") from None
-        if offset != len(data) or {n: v.dtype.name for n, v in outputs.items()} != expected:
+        if offset != len(data) or not _fits(outputs, expected):
             raise ValueError(f"{len(data)} bytes that are not an entry of this model's outputs {expected}")
         return cls.make(outputs, cost, bool(truncated), postprocess)
+
+
+def _fits(outputs: Arrays, expected: dict[str, OutputForm]) -> bool:
+    if set(outputs) != set(expected):
+        return False
+    for name, (dtype, shape) in expected.items():
+        value = outputs[name]
+        if value.dtype.name != dtype or value.ndim != len(shape):
+            return False
+        if any(size is not None and size != actual for size, actual in zip(shape, value.shape, strict=True)):
+            return False
+    return True
 
 
 class CacheKeys:

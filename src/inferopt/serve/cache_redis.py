@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from inferopt.runtime.base import Arrays
-from inferopt.serve.cache import CachedResult
+from inferopt.serve.cache import CachedResult, OutputForm
 from inferopt.serve.metrics import ServeMetrics
 
 log = logging.getLogger("inferopt.serve")
@@ -36,7 +37,7 @@ class RedisTier:
         url: str,
         ttl_s: int,
         metrics: ServeMetrics,
-        outputs: dict[str, str],
+        outputs: dict[str, OutputForm],
         postprocess: Callable[[Arrays], Any],
         *,
         timeout_s: float = 0.25,
@@ -50,7 +51,7 @@ class RedisTier:
         self.url = redacted(url)
         self.ttl_s = ttl_s
         self.metrics = metrics
-        self.outputs = outputs  # output name -> dtype: what an entry of this model holds
+        self.outputs = outputs  # output name -> dtype and item shape: what an entry of this model holds
         self.postprocess = postprocess
         self.timeout_s = timeout_s
         self.retry_every_s = retry_every_s
@@ -127,10 +128,18 @@ class RedisTier:
         task.add_done_callback(self._writes.discard)
 
     async def _write(self, entries: dict[str, CachedResult]) -> None:
+        values = {}
+        for key, entry in entries.items():
+            try:
+                values[key] = entry.to_bytes()
+            except (ValueError, struct.error) as exc:  # an output this format cannot hold: not cached, Redis is fine
+                log.warning("Redis cache at %s: not writing %s (%s)", self.url, key, exc)
+        if not values:
+            return
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key, entry in entries.items():
-                pipe.set(key, entry.to_bytes(), ex=self.ttl_s)
+            for key, value in values.items():
+                pipe.set(key, value, ex=self.ttl_s)
             await asyncio.wait_for(pipe.execute(), self.timeout_s)
         except Exception as exc:
             self._mark_down(exc)

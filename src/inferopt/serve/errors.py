@@ -92,7 +92,7 @@ def as_serve_error(exc: BaseException, request_id: str) -> ServeError:
             retry_after_s=exc.retry_after_s,
         )
     if isinstance(exc, DeadlineExceeded):
-        return DeadlinePassed("the request deadline passed before its embeddings were ready")
+        return DeadlinePassed("the request deadline passed before its results were ready")
     if isinstance(exc, BatcherClosed):
         return ShuttingDown("the server is shutting down; send the request to another replica")
     return InternalError(request_id)

@@ -90,10 +90,10 @@ class InferenceService:
             self.metrics.cache("memory", "hit", memory_hits)
             self.metrics.cache("memory", "miss", len(inputs) - memory_hits)
         if misses:
-            await self._resolve(misses, deadline)
+            await self._resolve(misses)
         return await _gather(slots, deadline)
 
-    async def _resolve(self, misses: list[_Miss], deadline: float) -> None:
+    async def _resolve(self, misses: list[_Miss]) -> None:
         """Settle each miss's flight from Redis, or queue it in the batcher. Never leaves a flight hanging."""
         try:
             misses, lookup_s = await self._from_redis(misses)
@@ -102,7 +102,9 @@ class InferenceService:
             started = time.perf_counter()
             items = await self.preprocessing.run([m.raw for m in misses])
             preprocess_s = time.perf_counter() - started
-            queued = self.batcher.submit(items, deadline)
+            # Each flight's deadline, already pushed out by any request that joined it meanwhile: queued with
+            # the first requester's alone, an item could expire before the later requesters' reached it.
+            queued = self.batcher.submit(items, [m.flight.deadline for m in misses])
         except BaseException as exc:
             # Followers must not inherit this request's cancellation (a CancelledError is not theirs to raise).
             shared = exc if isinstance(exc, Exception) else BatcherClosed("the request computing this input stopped")
@@ -112,8 +114,7 @@ class InferenceService:
         loop = asyncio.get_running_loop()
         postprocess = self.model.task.postprocess
         for miss, item in zip(misses, queued, strict=True):
-            miss.flight.item = item
-            item.extend_deadline(miss.flight.deadline)  # a follower that joined while we preprocessed
+            miss.flight.item = item  # later joins extend the queued item's deadline through the flight
             landed = partial(self._landed, miss, lookup_s, preprocess_s)
             item.future.add_done_callback(partial(_finish_in_worker, loop, landed, item.item, postprocess))
 

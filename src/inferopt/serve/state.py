@@ -11,9 +11,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from inferopt.serve.batcher import Batcher, BatchPolicy
-from inferopt.serve.cache import CacheKeys, MemoryLRU
+from inferopt.serve.cache import CacheKeys, MemoryLRU, OutputForm
 from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import NotReady, ShuttingDown
@@ -37,8 +38,22 @@ class Ready:
 
     @property
     def dim(self) -> int:
-        """The last axis of the first output: an embedding's width."""
-        return next(iter(self.output_shapes.values()), (0,))[-1] if self.output_shapes else 0
+        """The last axis of the first output: an embedding's width (0 for an output of scalars)."""
+        first = next(iter(self.output_shapes.values()), ())
+        return first[-1] if first else 0
+
+
+def output_forms(model: ServingModel, warm: dict[str, Any]) -> dict[str, OutputForm]:
+    """Each output's dtype and item shape as the warmed-up model gave them, with the io schema's dynamic axes
+    left open: what a cache entry of this model must look like."""
+    dynamic = {spec.name: spec.dynamic_axes() for spec in model.task.io_schema().outputs}
+    return {
+        name: (
+            value.dtype.name,
+            tuple(None if axis + 1 in dynamic.get(name, {}) else int(n) for axis, n in enumerate(value.shape[1:])),
+        )
+        for name, value in warm.items()
+    }
 
 
 class ServerState:
@@ -102,13 +117,12 @@ class ServerState:
         shapes = {name: tuple(int(n) for n in value.shape[1:]) for name, value in warm.items()}
         batcher = Batcher(model.backends, policy, model.task, on_batch=self.metrics.observe_batch).start()
         self.metrics.track_queue_depth(lambda: batcher.depth)
-        dtypes = {name: value.dtype.name for name, value in warm.items()}
-        keys, memory, redis = await self._caches(model, dtypes)
+        keys, memory, redis = await self._caches(model, output_forms(model, warm))
         service = InferenceService(model, batcher, self.metrics, keys=keys, memory=memory, redis=redis)
         return Ready(model, policy, shapes, service, self.config.items_per_request)
 
     async def _caches(
-        self, model: ServingModel, dtypes: dict[str, str]
+        self, model: ServingModel, forms: dict[str, OutputForm]
     ) -> tuple[CacheKeys | None, MemoryLRU | None, RedisTier | None]:
         config = self.config
         if not config.cache_enabled:
@@ -117,7 +131,7 @@ class ServerState:
         memory = MemoryLRU(int(config.cache_memory_mb * 1024 * 1024))
         redis = None
         if config.redis_url is not None:
-            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, dtypes, model.task.postprocess)
+            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, forms, model.task.postprocess)
             await redis.check()
         return keys, memory, redis
 

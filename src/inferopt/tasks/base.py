@@ -90,7 +90,7 @@ class IOSchema:
 class Item:
     """One raw input, preprocessed: what the batcher queues.
 
-    `cost` is the batcher's unit of work (tokens for text, 1 for a fixed-size tensor): batches are capped in
+    `cost` is the batcher's unit of work (tokens for text, 1 for a tensor row): batches are capped in
     rows x largest cost, and padding is rows x largest cost - sum of costs. Only items of one `group` share a
     batch (None: any may, because the task's collate pads them)."""
 

@@ -257,3 +257,15 @@ def test_close_waits_at_most_its_timeout_in_all_not_per_worker() -> None:
     started = time.monotonic()
     batcher.close(timeout=0.2)
     assert time.monotonic() - started < 0.6  # five workers, each busy for 2 s: 0.2 s in all, not 5 x 0.2 s
+
+
+def test_each_item_of_a_request_can_carry_its_own_deadline() -> None:
+    """An input that other requests wait for too is queued with the last of their deadlines, not the first."""
+    backend = FakeBackend(DIM, delay_s=0.3)
+    with running([backend]) as (batcher, _):
+        occupy(batcher, backend)
+        late, kept = batcher.submit([ids(4, seed=1), ids(4, seed=2)], [time.monotonic() + 0.05, math.inf])
+        with pytest.raises(DeadlineExceeded):
+            late.future.result(timeout=5)
+        kept.future.result(timeout=5)
+    assert backend.calls == [1, 1]

@@ -12,7 +12,7 @@ import pytest
 
 from inferopt.serve.cache import ENTRY_OVERHEAD_BYTES, CachedResult, CacheKeys, MemoryLRU, SingleFlight
 
-EMBEDDINGS = {"embeddings": "float32"}
+EMBEDDINGS = {"embeddings": ("float32", (384,))}
 
 
 def vector_of(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_several_outputs_of_any_shape_and_dtype_round_trip() -> None:
 
     made = CachedResult.make(outputs, 1, False, plain)
     assert orjson.loads(made.json) == {"logits": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], "label": 7}
-    restored = CachedResult.from_bytes(made.to_bytes(), {"logits": "float32", "label": "int64"}, plain)
+    restored = CachedResult.from_bytes(made.to_bytes(), {"logits": ("float32", (2, 3)), "label": ("int64", ())}, plain)
     assert set(restored.outputs) == {"logits", "label"}
     np.testing.assert_array_equal(restored.outputs["logits"], outputs["logits"])
     assert restored.outputs["label"] == 7 and restored.outputs["label"].dtype == np.int64
@@ -83,13 +83,23 @@ def test_several_outputs_of_any_shape_and_dtype_round_trip() -> None:
 def test_bytes_of_another_shape_are_refused(damage: Callable[[bytes], bytes]) -> None:
     data = CachedResult.make({"embeddings": np.ones(8, np.float32)}, 3, False, vector_of).to_bytes()
     with pytest.raises(ValueError, match=r"not .*entry"):
-        CachedResult.from_bytes(damage(data), EMBEDDINGS, vector_of)
+        CachedResult.from_bytes(damage(data), {"embeddings": ("float32", (8,))}, vector_of)
 
 
-def test_an_entry_of_another_model_is_refused() -> None:
+@pytest.mark.parametrize(
+    "expected",
+    [
+        {"logits": ("float32", (8,))},  # another output name
+        {"embeddings": ("float64", (8,))},  # another dtype
+        {"embeddings": ("float32", (384,))},  # another width: a smaller model's vector under our key
+        {"embeddings": ("float32", (2, 4))},  # another rank
+    ],
+)
+def test_an_entry_of_another_model_is_refused(expected: dict) -> None:
     data = CachedResult.make({"embeddings": np.ones(8, np.float32)}, 3, False, vector_of).to_bytes()
     with pytest.raises(ValueError, match="not an entry of this model"):
-        CachedResult.from_bytes(data, {"logits": "float32"}, vector_of)
+        CachedResult.from_bytes(data, expected, vector_of)
+    assert CachedResult.from_bytes(data, {"embeddings": ("float32", (None,))}, vector_of).cost == 3  # dynamic: any
 
 
 def test_keys_follow_the_tokenizers_normalizer_and_the_artifact(minilm_dir: Path) -> None:
@@ -101,6 +111,11 @@ def test_keys_follow_the_tokenizers_normalizer_and_the_artifact(minilm_dir: Path
     assert keys("Café au LAIT") == keys("cafe au lait")
     assert keys("cafe au lait") != keys("cafe  au lait")  # whitespace is left alone: never guess
     assert keys("x") != CacheKeys("artifact-b", task.cache_key)("x")
+    # The tokenizer matches its special tokens on the raw text, before normalizing: "[SEP]" is one token and
+    # "[sep]" five ordinary ones, so these two must not share an entry though they normalize alike.
+    special, plain = "[SEP] [MASK] hi", "[sep] [mask] hi"
+    assert task.tokenizer.encode_ids([special]) != task.tokenizer.encode_ids([plain])
+    assert keys(special) != keys(plain)
     assert keys("x").startswith("inferopt:artifact-a:")
 
 

@@ -144,7 +144,7 @@ BAD_V2 = [
         "bad shape",
         b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1], "data": ["a"]}]}',
         422,
-        "shape must be a list of sizes",
+        "shape must be a list of 1 to 16 sizes",
         "inputs[0].shape",
     ),
     (
@@ -184,6 +184,27 @@ async def test_bad_v2_bodies_get_a_4xx_naming_the_field(
     assert words in message, message
     if field is not None:
         assert field.split(".")[0] in message  # the message says where
+
+
+BAD_V2_NUMERIC = [
+    ("nested deeper than any model", b"[" * 995 + b"1.0" + b"]" * 995, [1], "not a rectangular nested list"),
+    ("ragged nesting", b"[[1.0], [2.0, 3.0]]", [1, 3], "not a rectangular nested list"),
+    ("nested against the shape", b"[[1.0, 2.0], [3.0, 4.0]]", [4, 1], "does not match shape [4, 1]"),
+    ("more dimensions than allowed", b"[1.0]", [1] * 17, "list of 1 to 16 sizes"),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "shape", "words"), BAD_V2_NUMERIC, ids=[c[0] for c in BAD_V2_NUMERIC])
+async def test_numeric_tensors_that_cannot_be_read_are_422_not_500(
+    serve, task: TextEmbeddingTask, case: str, data: bytes, shape: list[int], words: str
+) -> None:
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": %s, "data": %s}]}' % (
+        str(shape).encode(),
+        data,
+    )
+    async with serve(fake_model(task=task)) as served:
+        response = await served.client.post(INFER, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and words in response.json()["error"], response.text
 
 
 BAD_V1 = [

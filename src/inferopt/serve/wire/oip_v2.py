@@ -19,8 +19,10 @@ import orjson
 from inferopt.serve.errors import InvalidField, MalformedBody, PayloadTooLarge
 from inferopt.serve.wire.json_body import decode_json, kind
 from inferopt.tasks.base import V2_DATATYPES, InvalidInput, Task
+from inferopt.typed_arrays import ValueProblem, typed_array
 
 NUMPY_OF = {v2: np.dtype(name) for name, v2 in V2_DATATYPES.items() if v2 != "BYTES"}
+MAX_RANK = 16  # more dimensions than any model takes (numpy's own limit is 64)
 BINARY_HEADER = "inference-header-content-length"
 
 
@@ -79,60 +81,47 @@ def _tensor(spec: object, field: str) -> tuple[str, Any]:
     name, shape, datatype = spec.get("name"), spec.get("shape"), spec.get("datatype")
     if not isinstance(name, str) or not name:
         raise InvalidField(f"{field}.name must be a non-empty string", param=f"{field}.name")
-    if not isinstance(shape, list) or not shape or not all(type(n) is int and n >= 0 for n in shape):
+    good_shape = isinstance(shape, list) and 0 < len(shape) <= MAX_RANK
+    if not good_shape or not all(type(n) is int and n >= 0 for n in shape):  # type: ignore[union-attr]
         raise InvalidField(
-            f"{field}.shape must be a list of sizes >= 0, batch first, got {shape!r}", param=f"{field}.shape"
+            f"{field}.shape must be a list of 1 to {MAX_RANK} sizes >= 0, batch first, got {shape!r}",
+            param=f"{field}.shape",
         )
     if datatype != "BYTES" and datatype not in NUMPY_OF:
         known = ", ".join(sorted([*NUMPY_OF, "BYTES"]))
         raise InvalidField(f"{field}.datatype {datatype!r} is not one of {known}", param=f"{field}.datatype")
-    if "data" not in spec:
-        raise InvalidField(f"{field} has no data", param=f"{field}.data")
-    values = _flatten(spec["data"])
-    needed = math.prod(shape)
-    if len(values) != needed:
-        raise InvalidField(
-            f"{field} ({name!r}) has {len(values)} values but shape {shape} holds {needed}", param=f"{field}.data"
-        )
-    if datatype == "BYTES":
-        if not all(isinstance(v, str) for v in values):
-            raise InvalidField(f"{field} ({name!r}) is BYTES: its data must be strings", param=f"{field}.data")
-        if len(shape) != 1:
-            raise InvalidField(f"{field} ({name!r}): BYTES inputs must be 1-D [batch]", param=f"{field}.shape")
-        return name, list(values)
-    return name, _numeric(values, datatype, shape, name, field)
-
-
-def _numeric(values: list[Any], datatype: str, shape: list[int], name: str, field: str) -> np.ndarray:
-    """The values as `datatype`, checked in bulk (numpy's own inference tells strings, booleans and floats)."""
-    dtype = NUMPY_OF[datatype]
-    try:
-        probe = np.asarray(values)
-    except ValueError:
-        probe = np.asarray([None])
-    if probe.dtype.kind not in "biuf":
-        raise InvalidField(f"{field} ({name!r}) is {datatype}: its data must be numbers", param=f"{field}.data")
-    if probe.dtype.kind == "b" and datatype != "BOOL":
-        raise InvalidField(f"{field} ({name!r}) is {datatype}: true/false are not numbers", param=f"{field}.data")
-    if dtype.kind in "iu" and probe.dtype.kind == "f":
-        raise InvalidField(f"{field} ({name!r}) is {datatype}: its data must be integers", param=f"{field}.data")
-    if dtype.kind in "iu" and probe.size and probe.dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        if probe.min() < info.min or probe.max() > info.max:
-            raise InvalidField(f"{field} ({name!r}): a value does not fit {datatype}", param=f"{field}.data")
-    return probe.astype(dtype, copy=False).reshape(shape)
-
-
-def _flatten(data: object) -> list[Any]:
-    """Nested lists -> one flat list (row-major); a flat list stays as it is."""
+    data = spec.get("data")
     if not isinstance(data, list):
-        return [data]
-    if not any(isinstance(v, list) for v in data):
-        return data
-    flat: list[Any] = []
-    for v in data:
-        flat.extend(_flatten(v))
-    return flat
+        raise InvalidField(f"{field} ({name!r}) needs data: a list of values", param=f"{field}.data")
+    needed = math.prod(shape)  # type: ignore[arg-type]
+    if datatype == "BYTES":
+        return name, _strings(data, shape, needed, name, field)  # type: ignore[arg-type]
+    try:
+        array = typed_array(data, NUMPY_OF[datatype])
+    except ValueProblem as problem:
+        raise InvalidField(f"{field} ({name!r}): its data {problem}", param=f"{field}.data") from None
+    if array.ndim > 1 and list(array.shape) != shape:
+        raise InvalidField(
+            f"{field} ({name!r}): nested data of shape {list(array.shape)} does not match shape {shape}",
+            param=f"{field}.data",
+        )
+    if array.size != needed:
+        raise InvalidField(
+            f"{field} ({name!r}) has {array.size} values but shape {shape} holds {needed}", param=f"{field}.data"
+        )
+    return name, array.reshape(shape)
+
+
+def _strings(data: list[Any], shape: list[int], needed: int, name: str, field: str) -> list[str]:
+    if len(shape) != 1:
+        raise InvalidField(f"{field} ({name!r}): BYTES inputs must be 1-D [batch]", param=f"{field}.shape")
+    if len(data) != needed:
+        raise InvalidField(
+            f"{field} ({name!r}) has {len(data)} values but shape {shape} holds {needed}", param=f"{field}.data"
+        )
+    if not all(isinstance(v, str) for v in data):
+        raise InvalidField(f"{field} ({name!r}) is BYTES: its data must be strings", param=f"{field}.data")
+    return data
 
 
 def _requested_outputs(value: object) -> list[str] | None:

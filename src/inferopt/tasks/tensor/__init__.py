@@ -19,6 +19,7 @@ from inferopt.errors import InputError
 from inferopt.tasks.base import (
     KSERVE_V1,
     OIP_V2,
+    V2_DATATYPES,
     Arrays,
     EvalSet,
     FusionProfile,
@@ -31,6 +32,7 @@ from inferopt.tasks.base import (
     TensorSpec,
 )
 from inferopt.tasks.tensor import source as sources
+from inferopt.typed_arrays import ValueProblem, typed_array
 
 EXAMPLES_ASSET = "examples.npz"
 EXAMPLES_FROM_DATA = 256  # rows of --data that stand in for examples an ONNX file came without
@@ -177,7 +179,9 @@ class TensorTask(Task):
     # -- serve -------------------------------------------------------------------------------------------------
 
     def preprocess(self, raws: Sequence[Any]) -> list[Item]:
-        return [Item(raw, _cost(raw, self.schema), _group(raw)) for raw in raws]
+        """Each row costs 1: rows batch only with rows of their shape and are never padded, so the batch's
+        budget is its row count (`--max-batch`, the artifact's benchmarked batch size)."""
+        return [Item(raw, 1, _group(raw)) for raw in raws]
 
     def collate(self, items: Sequence[Item]) -> Arrays:
         return {spec.name: np.stack([item.data[spec.name] for item in items]) for spec in self.schema.inputs}
@@ -210,14 +214,12 @@ class TensorTask(Task):
         for spec in self.schema.inputs:
             where = f"{field}.{spec.name}"
             try:
-                array = np.asarray(value[spec.name])
-            except ValueError:
-                raise InvalidInput(f"{where} is not a rectangular nested list", where) from None
-            if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and np.dtype(spec.dtype).kind in "iub"):
-                raise InvalidInput(f"{where} must hold {spec.dtype} numbers", where)
-            if (problem := shape_problem(array.shape, spec)) is not None:
-                raise InvalidInput(f"{where} {problem}", where)
-            row[spec.name] = array.astype(spec.dtype)
+                array = typed_array(value[spec.name], np.dtype(spec.dtype))
+            except ValueProblem as problem:
+                raise InvalidInput(f"{where} {problem}", where) from None
+            if (wrong := shape_problem(array.shape, spec)) is not None:
+                raise InvalidInput(f"{where} {wrong}", where)
+            row[spec.name] = array
         return row
 
     def from_tensors(self, tensors: dict[str, Any]) -> list[Any]:
@@ -306,16 +308,6 @@ def _group(row: Row) -> tuple[tuple[int, ...], ...]:
     return tuple(value.shape for value in row.values())
 
 
-def _cost(row: Row, schema: IOSchema) -> int:
-    """Elements along the dynamic axes beyond the batch (1 when there are none)."""
-    cost = 1
-    for spec in schema.inputs:
-        for axis in spec.dynamic_axes():
-            if axis > 0:
-                cost *= int(row[spec.name].shape[axis - 1])
-    return max(cost, 1)
-
-
 def _check_names(arrays: dict[str, Any], schema: IOSchema, what: str) -> None:
     expected, given = set(schema.input_names), set(arrays)
     if expected != given:
@@ -326,16 +318,18 @@ def _check_names(arrays: dict[str, Any], schema: IOSchema, what: str) -> None:
 
 
 def shape_problem(shape: tuple[int, ...], spec: TensorSpec) -> str | None:
-    """What is wrong with `shape` (one row's, without the batch axis) for `spec`: its rank, or a static size."""
+    """What is wrong with `shape` (one row's, without the batch axis) for `spec`: its rank, a static size, or an
+    empty dynamic axis (a row of nothing has no answer a model could give)."""
     wanted = spec.shape[1:]
-    if len(shape) == len(wanted) and all(not isinstance(w, int) or w == s for w, s in zip(wanted, shape, strict=True)):
+    fits = len(shape) == len(wanted) and all(
+        (w == n) if isinstance(w, int) else n >= 1 for w, n in zip(wanted, shape, strict=True)
+    )
+    if fits:
         return None
-    return f"has shape {list(shape)} per row; this model takes {_v2_shape(spec)[1:]} (-1: any size)"
+    return f"has shape {list(shape)} per row; this model takes {_v2_shape(spec)[1:]} (-1: any size from 1)"
 
 
 def _v2(dtype: str) -> str:
-    from inferopt.tasks.base import V2_DATATYPES
-
     return V2_DATATYPES.get(dtype, dtype)
 
 

@@ -205,6 +205,12 @@ def onnx_schema(path: Path) -> IOSchema:
         dims: list[int | str] = []
         for axis, dim in enumerate(tensor.shape.dim):
             if axis == 0:
+                if dim.HasField("dim_value"):
+                    raise InputError(
+                        f"{path}: the batch axis of {value.name!r} is fixed at {dim.dim_value}: it cannot batch",
+                        "export it again with a dynamic batch axis: torch.onnx.export(..., dynamic_axes="
+                        "{name: {0: 'batch'}})",
+                    )
                 dims.append("batch")
             elif dim.HasField("dim_value"):
                 dims.append(int(dim.dim_value))

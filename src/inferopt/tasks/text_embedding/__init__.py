@@ -163,17 +163,26 @@ class TextEmbeddingTask(Task):
 
     def canonical(self, raw: Any) -> bytes:
         """The text as the model's own tokenizer normalizer sees it (for MiniLM: lower-cased, accents stripped,
-        control characters dropped): the same normal form gives the same tokens, so the same embedding. Texts
+        control characters dropped): the same normal form gives the same tokens, so the same embedding. Except
+        where the raw text holds an added token the tokenizer matches before normalizing (`[SEP]`, `[MASK]`):
+        `[SEP] hi` is one special token and a word, `[sep] hi` five ordinary tokens, so such a text is keyed
+        as it is. The normalizer drops control characters, so no normal form starts with the raw marker. Texts
         come from orjson, which refuses lone surrogates, so every text encodes to UTF-8."""
-        return self._normalize(raw).encode("utf-8")
+        normalize, raw_tokens = self._normalizer
+        if any(token in raw for token in raw_tokens):
+            return b"\x00raw:" + raw.encode("utf-8")
+        return normalize(raw).encode("utf-8")
 
     @functools.cached_property
-    def _normalize(self) -> Any:
-        # Its own copy of the tokenizer: the event loop normalizes while the preprocessing thread tokenizes.
+    def _normalizer(self) -> tuple[Any, tuple[str, ...]]:
+        """(normalize, the added tokens matched on the raw text). Its own copy of the tokenizer: the event loop
+        normalizes while the preprocessing thread tokenizes."""
         from tokenizers import Tokenizer
 
-        normalizer = Tokenizer.from_file(str(self.tokenizer.path)).normalizer
-        return (lambda text: text) if normalizer is None else normalizer.normalize_str
+        tokenizer = Tokenizer.from_file(str(self.tokenizer.path))
+        raw_tokens = tuple(t.content for t in tokenizer.get_added_tokens_decoder().values() if not t.normalized)
+        normalizer = tokenizer.normalizer
+        return ((lambda text: text) if normalizer is None else normalizer.normalize_str), raw_tokens
 
     def instance(self, value: Any, field: str) -> Any:
         text = value.get("text") if isinstance(value, dict) else value

@@ -3,7 +3,6 @@ to the longest in the batch). No torch: the server tokenizes with it too."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +45,6 @@ class TextTokenizer:
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         return pad_batch(self.encode_ids(texts), self.pad_id)
-
-    def save(self, directory: Path) -> list[Path]:
-        target = directory / "tokenizer.json"
-        shutil.copyfile(self.path, target)
-        return [target]
 
 
 def pad_batch(ids: list[list[int]], pad_id: int = 0) -> dict[str, np.ndarray]:

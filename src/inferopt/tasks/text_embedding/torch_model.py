@@ -29,7 +29,12 @@ class PooledEncoder(nn.Module):
 
 
 def load_pooled_encoder(model_dir: Path) -> PooledEncoder:
+    import transformers
     from transformers import AutoModel
+
+    # Hugging Face prints a progress bar per model load; optimize's is the one that matters.
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
     try:
         # Eager attention exports to the MatMul/Softmax pattern ONNX Runtime fuses into one Attention op;
