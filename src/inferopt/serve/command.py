@@ -61,8 +61,7 @@ def serve_command(
         _D.drain_timeout_s
     ),
     served_model_name: Annotated[
-        list[str] | None,
-        typer.Option(help="Another name clients may call the model by (repeatable; the first is shown)"),
+        list[str] | None, _opt("Another name for the model (repeatable; the first is shown)", "served_model_names")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:

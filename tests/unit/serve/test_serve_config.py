@@ -81,3 +81,19 @@ def test_flags_and_environment_reach_the_config(monkeypatch: pytest.MonkeyPatch,
     (config,) = seen
     assert (config.port, config.max_batch, config.max_wait_ms, config.cache) == (8123, 4, 7.5, "off")
     assert config.artifact == tmp_path and config.sessions is None
+
+
+def test_served_model_names_come_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import typer
+
+    from inferopt.serve import command
+
+    seen: list[ServeConfig] = []
+    monkeypatch.setattr(command, "serve", lambda config, log_level: seen.append(config))
+    app = typer.Typer()
+    app.command()(command.serve_command)
+    runner = CliRunner()
+    flags = runner.invoke(app, [str(tmp_path), "--served-model-name", "a", "--served-model-name", "b"])
+    env = runner.invoke(app, [str(tmp_path)], env={"INFEROPT_SERVED_MODEL_NAMES": "text-embedding-3-small default"})
+    assert flags.exit_code == env.exit_code == 0, flags.output + env.output
+    assert [c.served_model_names for c in seen] == [("a", "b"), ("text-embedding-3-small", "default")]
