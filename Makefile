@@ -8,17 +8,22 @@ export TOKENIZERS_PARALLELISM := false
 STSB   := ../shared/data/stsbenchmark/sts-dev.csv
 DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-image test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# Data files only (ImageNet photos, MNIST digits): their own dependencies are not needed, nor imported.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox mlxtend
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: setup  ## optimize the bundled all-MiniLM-L6-v2 into build/demo, with its report
 	$(VENV)/bin/inferopt optimize $(DEMO_DATA) --out build/demo --force
+
+demo-image: setup  ## optimize the bundled EfficientNet-Lite0 (ImageNet) into build/demo-image, with its report
+	$(VENV)/bin/inferopt optimize --task image-classification --out build/demo-image --force
 
 test: setup  ## the whole suite: unit, integration (real MiniLM, Redis), e2e
 	$(PY) -m pytest -q
@@ -32,6 +37,7 @@ bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.m
 	$(PY) benchmarks/seed_study.py --out build/bench/optimized --json build/bench/seed_study.json
 	$(PY) benchmarks/serve.py build/bench/optimized/artifact --json build/bench/serve.json
 	$(PY) benchmarks/byo.py --out build/bench/byo --json build/bench/byo.json
+	$(PY) benchmarks/image.py --out build/bench/image --json build/bench/image.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

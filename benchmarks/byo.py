@@ -43,8 +43,11 @@ ROWS = 2000
 def build_artifact(out: Path) -> Path:
     from inferopt.config import OptimizeConfig
     from inferopt.optimize import run_optimize
+    from inferopt.tasks.base import ModelOptions
 
-    outcome = run_optimize(OptimizeConfig(model=MODEL, example=EXAMPLE, out=out, force=True), console)
+    outcome = run_optimize(
+        OptimizeConfig(model=MODEL, model_options=ModelOptions(example=EXAMPLE), out=out, force=True), console
+    )
     assert outcome.artifact_dir is not None
     return outcome.artifact_dir
 

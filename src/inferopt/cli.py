@@ -17,7 +17,7 @@ from typer._click.exceptions import ClickException
 
 from inferopt.atomic import ignore_further_ctrl_c
 from inferopt.bench.commands import load_command, profile_command
-from inferopt.errors import InferoptError
+from inferopt.errors import InferoptError, InputError
 from inferopt.serve.command import serve_command
 
 app = typer.Typer(
@@ -39,15 +39,27 @@ MODEL_HELP = (
 @app.command()
 def optimize(
     model: Annotated[str | None, typer.Argument(help=MODEL_HELP, show_default=False)] = None,
-    task: Annotated[str | None, typer.Option(help="The task, when MODEL does not tell: text-embedding, tensor")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="The task, when MODEL does not tell: text-embedding, image-classification, tensor"),
+    ] = None,
     example: Annotated[
         str | None, typer.Option(help="module:function returning example inputs: {name: tensor}, batch on axis 0")
     ] = None,
     dynamic_axes: Annotated[
         list[str] | None, typer.Option(help="INPUT:AXIS[:NAME] dynamic beyond the batch axis (repeatable)")
     ] = None,
+    preprocess: Annotated[
+        Path | None, typer.Option(help="Image: a JSON of size, resize, mean, std, interpolation, labels")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Image: the square crop the model takes (224)")] = None,
+    resize: Annotated[int | None, typer.Option(help="Image: the shorter side before the crop (256)")] = None,
+    mean: Annotated[str | None, typer.Option(help="Image: per-channel mean on 0-1 values, R,G,B")] = None,
+    std: Annotated[str | None, typer.Option(help="Image: per-channel std on 0-1 values, R,G,B")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Image: class names, one per line in index order")] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Eval data: text .txt/.csv/.tsv (STS detected)/.jsonl; tensors .npz")
+        Path | None,
+        typer.Option(help="Eval data: text .txt/.csv/.tsv (STS)/.jsonl; tensors .npz; images: a folder or a CSV"),
     ] = None,
     out: Annotated[Path, typer.Option(help="Output folder: report files and artifact/")] = Path("inferopt-out"),
     min_cosine: Annotated[
@@ -57,13 +69,20 @@ def optimize(
         float | None, typer.Option(help="Budget: least cosine of any single item (text default 0.98)")
     ] = None,
     max_metric_drop: Annotated[
-        float | None, typer.Option(help="Budget: most task-metric drop in points (Spearman x100 for STS)")
+        float | None,
+        typer.Option(help="Budget: most task-metric drop in points (Spearman x100 for STS, top-1 % for images)"),
     ] = None,
     min_sqnr_db: Annotated[float | None, typer.Option(help="Budget: least SQNR in dB (worst output)")] = None,
     min_argmax_agreement: Annotated[
         float | None, typer.Option(help="Budget: least share of items whose top class matches FP32's")
     ] = None,
     max_abs_error: Annotated[float | None, typer.Option(help="Budget: largest absolute error of any output")] = None,
+    min_top1_agreement: Annotated[
+        float | None, typer.Option(help="Budget: least share of images whose top class is FP32's (default 0.99)")
+    ] = None,
+    min_top5_overlap: Annotated[
+        float | None, typer.Option(help="Budget: least mean share of FP32's top 5 classes kept in the top 5")
+    ] = None,
     price_per_hour: Annotated[float, typer.Option(help="$ per machine-hour, for cost per 1M items")] = 0.05,
     quick: Annotated[bool, typer.Option(help="Fewer variants and shorter measurements (about a minute)")] = False,
     force: Annotated[bool, typer.Option(help="Replace --out if an earlier inferopt run wrote it")] = False,
@@ -71,6 +90,7 @@ def optimize(
     """Export, build variants, verify accuracy against FP32, benchmark, pick the fastest within budget."""
     from inferopt.config import Budget, OptimizeConfig
     from inferopt.optimize import run_optimize
+    from inferopt.tasks.base import ModelOptions
 
     budget = Budget.of(
         mean_cosine=min_cosine,
@@ -79,12 +99,22 @@ def optimize(
         sqnr_db=min_sqnr_db,
         argmax_agreement=min_argmax_agreement,
         max_abs_error=max_abs_error,
+        top1_agreement=min_top1_agreement,
+        top5_overlap=min_top5_overlap,
     )
     config = OptimizeConfig(
         model=model,
         task=task,
-        example=example,
-        dynamic_axes=tuple(dynamic_axes or ()),
+        model_options=ModelOptions(
+            example=example,
+            dynamic_axes=tuple(dynamic_axes or ()),
+            preprocess=preprocess,
+            image_size=image_size,
+            resize=resize,
+            mean=_floats(mean, "--mean"),
+            std=_floats(std, "--std"),
+            labels=labels,
+        ),
         data=data,
         out=out,
         budget=budget,
@@ -95,6 +125,17 @@ def optimize(
     outcome = run_optimize(config)
     if outcome.artifact_dir is None:
         raise typer.Exit(code=1)
+
+
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(
+            f"{flag} {text!r} is not numbers separated by commas", "write it as 0.485,0.456,0.406"
+        ) from None
 
 
 @app.command("inspect")

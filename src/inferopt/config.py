@@ -8,6 +8,7 @@ from typing import Any
 
 from inferopt.accuracy.budget import Budget
 from inferopt.errors import InputError
+from inferopt.tasks.base import ModelOptions
 
 __all__ = ["BenchPlan", "Budget", "OptimizeConfig"]
 
@@ -31,8 +32,7 @@ class BenchPlan:
 class OptimizeConfig:
     model: str | None = None  # a model folder, module:function, or a .onnx file; None: the bundled MiniLM
     task: str | None = None  # None: told from `model`
-    example: str | None = None  # module:function returning example inputs (PyTorch modules by import path)
-    dynamic_axes: tuple[str, ...] = ()  # "input:axis:name" beyond the batch axis
+    model_options: ModelOptions = field(default_factory=ModelOptions)  # --example, --dynamic-axes, --image-size...
     data: Path | None = None
     out: Path = Path("inferopt-out")
     budget: Budget = field(default_factory=Budget)  # limits over the task's default budget

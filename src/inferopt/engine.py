@@ -103,7 +103,8 @@ class Predictor:
     def predict(self, inputs: Sequence[Any]) -> list[Any]:
         """One JSON-able result per input, as the server's KServe v1 route answers."""
         items = self.task.preprocess(list(inputs))
-        return [self.task.postprocess(outputs) for outputs in self.item_outputs(items)]
+        outputs = self.item_outputs(items)
+        return [self.task.postprocess(out, item) for out, item in zip(outputs, items, strict=True)]
 
     def run_items(self, items: Sequence[Item], batches: list[list[int]] | None = None) -> Arrays:
         """Outputs of preprocessed `items`, in their order; `batches` (index lists) overrides the plan."""

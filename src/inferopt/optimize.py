@@ -41,7 +41,7 @@ class Outcome:
 def run_optimize(config: OptimizeConfig, console: Console | None = None) -> Outcome:
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     started = time.perf_counter()
-    task = for_model(config.model, task=config.task, example=config.example, dynamic_axes=config.dynamic_axes)
+    task = for_model(config.model, task=config.task, options=config.model_options)
     budget = config.budget.for_task(task.metrics())
     data = task.eval_data(config.data, config.max_eval_texts)
     check_target(config.out, force=config.force)  # before minutes of work, not after

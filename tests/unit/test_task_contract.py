@@ -15,6 +15,7 @@ from rich.console import Console
 from inferopt.tasks import registry
 from inferopt.tasks.base import (
     KSERVE_V1,
+    NO_OPTIONS,
     OIP_V2,
     Arrays,
     EvalSet,
@@ -22,6 +23,7 @@ from inferopt.tasks.base import (
     IOSchema,
     Item,
     Metrics,
+    ModelOptions,
     Source,
     Task,
     TensorSpec,
@@ -51,7 +53,7 @@ class WordCountTask(Task):
     protocols = (KSERVE_V1, OIP_V2)
 
     @classmethod
-    def from_model(cls, ref: str | None, *, example: str | None = None, dynamic_axes: tuple[str, ...] = ()) -> Task:
+    def from_model(cls, ref: str | None, options: ModelOptions = NO_OPTIONS) -> Task:
         return cls()
 
     def load_source(self) -> Source:
@@ -79,7 +81,7 @@ class WordCountTask(Task):
     def collate(self, items: Sequence[Item]) -> Arrays:
         return {"counts": np.array([[item.data] for item in items], np.float32)}
 
-    def postprocess(self, outputs: Arrays) -> Any:
+    def postprocess(self, outputs: Arrays, item: Item) -> Any:
         return {"double": float(outputs["scaled"][0]), "plus_one": float(outputs["scaled"][1])}
 
     def canonical(self, raw: Any) -> bytes:

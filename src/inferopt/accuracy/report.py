@@ -51,7 +51,21 @@ SQNR_DB = Measure("sqnr_db", "SQNR dB", True, "--min-sqnr-db", ".1f")
 MAX_ABS_ERROR = Measure("max_abs_error", "max abs err", False, "--max-abs-error", ".3g", low=0.0)
 ARGMAX_AGREEMENT = Measure("argmax_agreement", "argmax agree", True, "--min-argmax-agreement", low=0.0, high=1.0)
 METRIC_DROP = Measure("metric_drop", "metric Δ", False, "--max-metric-drop", "+.2f", low=0.0)
-ALL_MEASURES = (MEAN_COSINE, P1_COSINE, MIN_COSINE, SQNR_DB, MAX_ABS_ERROR, ARGMAX_AGREEMENT, METRIC_DROP)
+TOP1_AGREEMENT = Measure("top1_agreement", "top-1 agree", True, "--min-top1-agreement", low=0.0, high=1.0)
+TOP5_OVERLAP = Measure("top5_overlap", "top-5 overlap", True, "--min-top5-overlap", low=0.0, high=1.0)
+TOP5_ACCURACY = Measure("top5_accuracy", "top-5 acc", True, fmt=".1f", low=0.0, high=100.0)  # shown, not budgeted
+ALL_MEASURES = (
+    MEAN_COSINE,
+    P1_COSINE,
+    MIN_COSINE,
+    SQNR_DB,
+    MAX_ABS_ERROR,
+    ARGMAX_AGREEMENT,
+    TOP1_AGREEMENT,
+    TOP5_OVERLAP,
+    METRIC_DROP,
+    TOP5_ACCURACY,
+)
 BY_NAME = {m.name: m for m in ALL_MEASURES}
 
 

@@ -17,6 +17,7 @@ import http.client
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,7 @@ def profile_pipeline(
         outputs = backend.run(feeds)
         t3 = time.perf_counter()
         results = [
-            CachedResult.make(out, item.cost, item.truncated, task.postprocess)
+            CachedResult.make(out, item.cost, item.truncated, partial(task.postprocess, item=item))
             for out, item in zip(task.split(outputs, items), items, strict=True)
         ]
         t4 = time.perf_counter()

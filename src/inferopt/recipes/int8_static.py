@@ -4,6 +4,8 @@ supported by ONNX Runtime's quantizer."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,13 +17,15 @@ from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
 @dataclass(frozen=True)
 class StaticInt8Config:
     kind: ClassVar[str] = "int8-static"
-    version: int = 2
+    version: int = 3
     name: str = "int8-static-qdq"
     per_channel: bool = True
     op_types: tuple[str, ...] = ("MatMul",)  # empty: ONNX Runtime's default set (Conv, MatMul, Gemm, ...)
     calibration_method: str = "minmax"  # "minmax" | "entropy" | "percentile"
     calibration_items: int = 128
     calibration_batch: int = 8
+    # 7-bit weights: x86 without VNNI multiplies u8 x s8 pairs into int16 sums that can saturate at full range
+    reduce_range: bool = False
 
 
 class _Batches:
@@ -49,15 +53,17 @@ def build_static_int8(context: BuildContext, config: StaticInt8Config) -> Varian
     batches = calibration.batches(config.calibration_batch)
     out = context.work_dir / f"{config.name}.onnx"
     logging.getLogger().setLevel(logging.ERROR)
-    quantize_static(
-        context.fp32_onnx,
-        out,
-        _Batches(batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=config.per_channel,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=list(config.op_types) or None,
-        calibrate_method=methods[config.calibration_method],
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
+        quantize_static(
+            context.fp32_onnx,
+            out,
+            _Batches(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(config.op_types) or None,
+            calibrate_method=methods[config.calibration_method],
+            reduce_range=config.reduce_range,
+        )
     return onnx_variant(config.name, config, out, {"calibration_items": len(calibration)})

@@ -22,6 +22,8 @@ def default_recipes(cpu: CpuInfo, fusion: str, budget: Budget, *, quick: bool, t
         baselines.append(HalfPrecisionConfig())
     if fusion == "bert":
         return baselines + _transformer_recipes(cpu, budget, quick=quick)
+    if fusion == "cnn":
+        return baselines + _cnn_recipes(cpu, quick=quick)
     return baselines + _plain_recipes(cpu, quick=quick)
 
 
@@ -52,6 +54,32 @@ def _transformer_recipes(cpu: CpuInfo, budget: Budget, *, quick: bool) -> list[A
         sensitivity,
         StaticInt8Config(),
     ]
+
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def _cnn_recipes(cpu: CpuInfo, *, quick: bool) -> list[Any]:
+    """Convolutional nets: the FP32 graph (the session fuses Conv + activation; the export already folded
+    BatchNorm into the convolutions), static QDQ INT8 with per-channel weights under each calibration method
+    (naive per-tensor static INT8 is where CNNs lose most), and dynamic INT8, which quantizes activations per
+    batch at run time (ConvInteger: accurate, rarely fast)."""
+    from inferopt.recipes.graph import GraphConfig
+    from inferopt.recipes.int8_dynamic import DynamicInt8Config
+    from inferopt.recipes.int8_static import StaticInt8Config
+
+    def static(method: str) -> StaticInt8Config:
+        return StaticInt8Config(
+            name=f"int8-static-{method}",
+            op_types=(),
+            calibration_method=method,
+            calibration_items=64,
+            reduce_range=not cpu.has_int8_dot,
+        )
+
+    methods = ("percentile",) if quick else CALIBRATION_METHODS
+    dynamic = DynamicInt8Config.for_cpu(cpu, name="int8-dynamic", graph="plain")
+    return [GraphConfig(), *(static(m) for m in methods), *([] if quick else [dynamic])]
 
 
 def _plain_recipes(cpu: CpuInfo, *, quick: bool) -> list[Any]:

@@ -24,7 +24,7 @@ from inferopt.runtime.base import Arrays
 OutputForm = tuple[str, tuple[int | None, ...]]  # an output's dtype, and one item's shape (None: dynamic)
 ENTRY_OVERHEAD_BYTES = 200  # key string, dict slot and object headers per LRU entry, roughly
 _HEADER = struct.Struct("<4sIBB")  # magic, cost, truncated flag, number of outputs
-_MAGIC = b"ioc1"
+_MAGIC = b"ioc2"  # ioc1 entries (no JSON) read as misses and are replaced
 _TENSOR = struct.Struct("<BBB")  # name length, dtype code, number of dimensions
 _DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
@@ -51,6 +51,9 @@ class CachedResult:
         return sum(int(v.nbytes) for v in self.outputs.values()) + len(self.json) + ENTRY_OVERHEAD_BYTES
 
     def to_bytes(self) -> bytes:
+        """The Redis entry: header, each output (name, dtype, shape, little-endian data), then the result's JSON.
+        The JSON rides along because the result may depend on what its request asked (an image's top_k), which
+        a reader of the entry does not know; decoding it also costs the event loop no float formatting."""
         parts = [_HEADER.pack(_MAGIC, self.cost, self.truncated, len(self.outputs))]
         for name, value in self.outputs.items():
             encoded = name.encode("utf-8")
@@ -59,12 +62,11 @@ class CachedResult:
             parts.append(_TENSOR.pack(len(encoded), _DTYPES.index(value.dtype.name), value.ndim) + encoded)
             parts.append(struct.pack(f"<{value.ndim}I", *value.shape))
             parts.append(np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
+        parts.append(self.json)
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(
-        cls, data: bytes, expected: dict[str, OutputForm], postprocess: Callable[[Arrays], Any]
-    ) -> CachedResult:
+    def from_bytes(cls, data: bytes, expected: dict[str, OutputForm]) -> CachedResult:
         """Decode what to_bytes wrote, for a model whose outputs are `expected` (name -> dtype and one item's
         shape, None for a dynamic size); ValueError for anything else (a foreign or damaged value under our key)."""
         try:
@@ -86,11 +88,13 @@ class CachedResult:
                 outputs[name] = np.frombuffer(data, dtype, int(np.prod(shape, dtype=np.int64)), offset).reshape(shape)
                 outputs[name] = outputs[name].astype(dtype.newbyteorder("="))
                 offset += size
-        except (struct.error, IndexError, UnicodeDecodeError) as exc:
+            encoded = data[offset:]
+            orjson.loads(encoded)  # a damaged tail must not reach a response
+        except (struct.error, IndexError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
             raise ValueError(f"not a cache entry of this model ({exc})") from None
-        if offset != len(data) or not _fits(outputs, expected):
+        if not _fits(outputs, expected):
             raise ValueError(f"{len(data)} bytes that are not an entry of this model's outputs {expected}")
-        return cls.make(outputs, cost, bool(truncated), postprocess)
+        return cls(outputs, cost, bool(truncated), encoded)
 
 
 def _fits(outputs: Arrays, expected: dict[str, OutputForm]) -> bool:

@@ -13,10 +13,8 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
-from inferopt.runtime.base import Arrays
 from inferopt.serve.cache import CachedResult, OutputForm
 from inferopt.serve.metrics import ServeMetrics
 
@@ -38,7 +36,6 @@ class RedisTier:
         ttl_s: int,
         metrics: ServeMetrics,
         outputs: dict[str, OutputForm],
-        postprocess: Callable[[Arrays], Any],
         *,
         timeout_s: float = 0.25,
         retry_every_s: float = 1.0,
@@ -52,7 +49,6 @@ class RedisTier:
         self.ttl_s = ttl_s
         self.metrics = metrics
         self.outputs = outputs  # output name -> dtype and item shape: what an entry of this model holds
-        self.postprocess = postprocess
         self.timeout_s = timeout_s
         self.retry_every_s = retry_every_s
         self._clock = clock
@@ -106,7 +102,7 @@ class RedisTier:
             if not isinstance(value, bytes):
                 continue
             try:
-                found[key] = CachedResult.from_bytes(value, self.outputs, self.postprocess)
+                found[key] = CachedResult.from_bytes(value, self.outputs)
             except ValueError as exc:
                 log.warning("Redis cache at %s: ignoring the value under %s (%s)", self.url, key, exc)
         return found

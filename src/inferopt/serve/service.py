@@ -158,7 +158,7 @@ def _finish_in_worker(
     loop: asyncio.AbstractEventLoop,
     landed: Callable[[_Outcome], None],
     item: Item,
-    postprocess: Callable[[Arrays], Any],
+    postprocess: Callable[[Arrays, Item], Any],
     future: Future[ItemResult],
 ) -> None:
     """Runs in the batcher thread that finished the item: make its cache entry there (postprocessing and the
@@ -171,7 +171,8 @@ def _finish_in_worker(
     else:
         result = future.result()
         try:
-            outcome = (CachedResult.make(result.outputs, item.cost, item.truncated, postprocess), result)
+            entry = CachedResult.make(result.outputs, item.cost, item.truncated, lambda out: postprocess(out, item))
+            outcome = (entry, result)
         except BaseException as exc:  # the waiters must hear of it: an unlanded flight would hang its input
             outcome = exc
     # RuntimeError: the loop closed during shutdown, and nobody is left to answer.

@@ -131,7 +131,7 @@ class ServerState:
         memory = MemoryLRU(int(config.cache_memory_mb * 1024 * 1024))
         redis = None
         if config.redis_url is not None:
-            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, forms, model.task.postprocess)
+            redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, forms)
             await redis.check()
         return keys, memory, redis
 

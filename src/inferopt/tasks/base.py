@@ -98,6 +98,47 @@ class Item:
     cost: int = 1
     group: Hashable = None
     truncated: bool = False  # the input was cut to fit the model (text past its max length)
+    options: Hashable = None  # what the request asked of its result (image: top_k), for postprocess
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How optimize's MODEL argument is to be read, from the flags that describe it. A task refuses the ones it
+    does not take (`refuse_others`), so a flag is never silently ignored."""
+
+    example: str | None = None  # module:function returning example inputs (a module by import path)
+    dynamic_axes: tuple[str, ...] = ()  # "input:axis[:name]" beyond the batch axis
+    preprocess: Path | None = None  # image: a JSON of size, resize, mean, std, interpolation, labels
+    image_size: int | None = None  # image: the square crop the model takes
+    resize: int | None = None  # image: the shorter side before cropping
+    mean: tuple[float, ...] | None = None  # image: per-channel mean on 0-1 values
+    std: tuple[float, ...] | None = None
+    labels: Path | None = None  # image: class names, one per line in class-index order
+
+    FLAGS: ClassVar[dict[str, str]] = {
+        "example": "--example",
+        "dynamic_axes": "--dynamic-axes",
+        "preprocess": "--preprocess",
+        "image_size": "--image-size",
+        "resize": "--resize",
+        "mean": "--mean",
+        "std": "--std",
+        "labels": "--labels",
+    }
+
+    def given(self) -> list[str]:
+        return [name for name in self.FLAGS if getattr(self, name) not in (None, ())]
+
+    def refuse_others(self, allowed: tuple[str, ...], what: str) -> None:
+        from inferopt.errors import InputError
+
+        extra = [self.FLAGS[name] for name in self.given() if name not in allowed]
+        if extra:
+            takes = ", ".join(self.FLAGS[name] for name in allowed) or "none of them"
+            raise InputError(f"{', '.join(extra)}: not an option of {what}", f"it takes {takes}")
+
+
+NO_OPTIONS = ModelOptions()
 
 
 @dataclass(frozen=True)
@@ -175,7 +216,7 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def from_model(cls, ref: str | None, *, example: str | None = None, dynamic_axes: tuple[str, ...] = ()) -> Task:
+    def from_model(cls, ref: str | None, options: ModelOptions = NO_OPTIONS) -> Task:
         """The task for optimize's MODEL argument and its options; InputError (one line) when they do not fit."""
 
     @classmethod
@@ -225,8 +266,9 @@ class Task(ABC):
         return [{name: value[i].copy() for name, value in outputs.items()} for i in range(len(items))]
 
     @abstractmethod
-    def postprocess(self, outputs: Arrays) -> Any:
-        """One item's outputs -> its JSON-able result (what KServe v1's `predictions` holds)."""
+    def postprocess(self, outputs: Arrays, item: Item) -> Any:
+        """One item's outputs -> its JSON-able result (what KServe v1's `predictions` holds); `item.options` holds
+        what its request asked of the result."""
 
     @abstractmethod
     def canonical(self, raw: Any) -> bytes:
@@ -239,6 +281,19 @@ class Task(ABC):
     @abstractmethod
     def instance(self, value: Any, field: str) -> Any:
         """One KServe v1 JSON instance -> a raw input; InvalidInput naming `field` when it does not fit."""
+
+    def upload(self, data: bytes, field: str) -> Any:
+        """One uploaded file (a part of a multipart/form-data :predict request) -> a raw input. Only tasks whose
+        inputs are files (images) take uploads."""
+        raise InvalidInput(f"this model ({self.name}) takes no file uploads; send JSON instances", field)
+
+    def parameters(self, raws: list[Any], given: dict[str, Any], field: str) -> list[Any]:
+        """The raw inputs with a request's `parameters` (KServe v1 / OIP v2 request level, or the query string)
+        applied. A task that takes none refuses any, naming it: a misspelt option must not be ignored."""
+        if given:
+            name = next(iter(given))
+            raise InvalidInput(f"this model takes no parameter {name!r}", f"{field}.{name}")
+        return raws
 
     @abstractmethod
     def from_tensors(self, tensors: dict[str, Any]) -> list[Any]:

@@ -9,14 +9,15 @@ import importlib
 from typing import Any
 
 from inferopt.errors import ArtifactError, InputError
-from inferopt.tasks.base import Task
+from inferopt.tasks.base import NO_OPTIONS, ModelOptions, Task
 
 TASKS = {
     "text-embedding": "inferopt.tasks.text_embedding:TextEmbeddingTask",
+    "image-classification": "inferopt.tasks.image_classification:ImageClassificationTask",
     "tensor": "inferopt.tasks.tensor:TensorTask",
 }
 DEFAULT_TASK = "text-embedding"  # optimize with no MODEL: the bundled all-MiniLM-L6-v2
-DETECTION_ORDER = ("tensor", "text-embedding")  # the more particular claims first
+DETECTION_ORDER = ("image-classification", "tensor", "text-embedding")  # the more particular claims first
 
 
 def names() -> list[str]:
@@ -35,9 +36,7 @@ def task_class(name: str) -> type[Task]:
     return cls
 
 
-def for_model(
-    ref: str | None, *, task: str | None = None, example: str | None = None, dynamic_axes: tuple[str, ...] = ()
-) -> Task:
+def for_model(ref: str | None, *, task: str | None = None, options: ModelOptions = NO_OPTIONS) -> Task:
     """The task of optimize's MODEL argument: the one `--task` names, else the first that claims it."""
     if task is None:
         task = DEFAULT_TASK if ref is None else next((n for n in DETECTION_ORDER if task_class(n).claims(ref)), None)
@@ -46,7 +45,7 @@ def for_model(
             f"Cannot tell what kind of model {ref!r} is",
             "pass a model folder, a .onnx file or module:function, or name it with --task",
         )
-    return task_class(task).from_model(ref, example=example, dynamic_axes=dynamic_axes)
+    return task_class(task).from_model(ref, options)
 
 
 def for_artifact(manifest: dict[str, Any], directory: Any) -> Task:

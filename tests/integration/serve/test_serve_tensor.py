@@ -22,6 +22,7 @@ from inferopt.serve.config import ServeConfig
 from inferopt.serve.model import ServingModel
 from inferopt.serve.testing import ServerThread, fake_embedding, fake_model
 from inferopt.serve.wire.oip_v2 import decode_outputs, encode_infer_request
+from inferopt.tasks.base import ModelOptions
 from inferopt.tasks.text_embedding import TextEmbeddingTask
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,9 @@ pytestmark = pytest.mark.slow
 def optimized(tmp_path_factory: pytest.TempPathFactory, model: str, example: str) -> Path:
     out = tmp_path_factory.mktemp("byo") / "out"
     recipes = (GraphConfig(), DynamicInt8Config(name="int8-dynamic", graph="plain"))
-    config = OptimizeConfig(model=model, example=example, out=out, quick=True, recipes=recipes)
+    config = OptimizeConfig(
+        model=model, model_options=ModelOptions(example=example), out=out, quick=True, recipes=recipes
+    )
     outcome = run_optimize(config, Console(quiet=True))
     assert outcome.artifact_dir is not None
     return outcome.artifact_dir

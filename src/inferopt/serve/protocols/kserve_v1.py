@@ -1,5 +1,6 @@
 """KServe v1 / TF-Serving predict, for every task: `POST /v1/models/{name}:predict` with
-`{"instances": [...]}` -> `{"predictions": [...]}`, and `GET /v1/models/{name}` (is it ready)."""
+`{"instances": [...]}` -> `{"predictions": [...]}` (or a multipart/form-data upload of image files), and
+`GET /v1/models/{name}` (is it ready). Query parameters (`?top_k=3`) are request parameters too."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from inferopt.serve.http import (
 )
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
-from inferopt.serve.wire.kserve_v1 import parse_predict, predict_response
+from inferopt.serve.wire.kserve_v1 import parse_predict, parse_upload, predict_response
+from inferopt.serve.wire.multipart import is_multipart
 from inferopt.tasks.base import KSERVE_V1
 
 router = APIRouter()
@@ -29,11 +31,16 @@ PREDICT_PATH = "/v1/models/{name}:predict"
     responses=ERROR_RESPONSES,
 )
 async def predict(request: Request, name: str) -> Response:
-    return await serve_inference(request, _parse, _render, protocol=KSERVE_V1, name=name)
+    content_type = request.headers.get("content-type")
+    query = dict(request.query_params) if request.scope.get("query_string") else {}
 
+    def parse(body: bytes, ready: Ready) -> tuple[None, list[Any]]:
+        task, limit = ready.model.task, ready.max_items
+        if is_multipart(content_type):
+            return None, parse_upload(body, content_type, task, max_items=limit, query=query)  # type: ignore[arg-type]
+        return None, parse_predict(body, task, max_items=limit, query=query)
 
-def _parse(body: bytes, ready: Ready) -> tuple[None, list[Any]]:
-    return None, parse_predict(body, ready.model.task, max_items=ready.max_items)
+    return await serve_inference(request, parse, _render, protocol=KSERVE_V1, name=name)
 
 
 def _render(ready: Ready, parsed: None, results: list[Computed]) -> Rendered:

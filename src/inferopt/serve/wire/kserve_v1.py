@@ -1,7 +1,9 @@
 """KServe v1 / TF-Serving's JSON predict protocol: `{"instances": [...]}` -> `{"predictions": [...]}`.
 
 Each instance is one raw input, in the task's own JSON form (a string or {"text": ...} for text, an object of
-input name -> nested list for tensors); each prediction is the task's postprocessed result for it.
+input name -> nested list for tensors, {"b64": ...} for an image file); each prediction is the task's
+postprocessed result for it. A request's `parameters` (image: top_k) apply to every instance. Image files may
+also come as a multipart/form-data upload to the same route.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from typing import Any
 
 from inferopt.serve.errors import InvalidField, PayloadTooLarge
 from inferopt.serve.wire.json_body import decode_json, kind
+from inferopt.serve.wire.multipart import parse_form
 from inferopt.tasks.base import InvalidInput, Task
 
 
-def parse_predict(body: bytes, task: Task, *, max_items: int) -> list[Any]:
-    """The raw inputs of a :predict body; MalformedBody (400), PayloadTooLarge (413) or InvalidField (422)."""
+def parse_predict(body: bytes, task: Task, *, max_items: int, query: dict[str, str] | None = None) -> list[Any]:
+    """The raw inputs of a :predict body, with its `parameters` (and the query string's) applied; MalformedBody
+    (400), PayloadTooLarge (413) or InvalidField (422)."""
     data = decode_json(body)
     if not isinstance(data, dict):
         raise InvalidField(f"the request body must be a JSON object, got {kind(data)}", param="body")
@@ -32,8 +36,30 @@ def parse_predict(body: bytes, task: Task, *, max_items: int) -> list[Any]:
             f"instances has {len(instances)} items; this server takes at most {max_items} per request",
             param="instances",
         )
+    parameters = data.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidField(f"parameters must be an object, got {kind(parameters)}", param="parameters")
     try:
-        return [task.instance(value, f"instances[{i}]") for i, value in enumerate(instances)]
+        raws = [task.instance(value, f"instances[{i}]") for i, value in enumerate(instances)]
+        raws = task.parameters(raws, parameters, "parameters")
+        return task.parameters(raws, query, "query") if query else raws
+    except InvalidInput as exc:
+        raise InvalidField(exc.message, param=exc.field) from None
+
+
+def parse_upload(body: bytes, content_type: str, task: Task, *, max_items: int, query: dict[str, str]) -> list[Any]:
+    """The raw inputs of a multipart/form-data :predict request: one per uploaded file, in order; the form's
+    plain fields and the query string are its parameters (`top_k=3`)."""
+    form = parse_form(body, content_type)
+    if not form.files:
+        raise InvalidField("the form holds no files; upload the images as file parts", param="body")
+    if len(form.files) > max_items:
+        raise PayloadTooLarge(
+            f"the form has {len(form.files)} files; this server takes at most {max_items} per request", param="body"
+        )
+    try:
+        raws = [task.upload(f.data, f"{f.name}[{i}] ({f.filename})") for i, f in enumerate(form.files)]
+        return task.parameters(raws, {**form.fields, **query}, "form")
     except InvalidInput as exc:
         raise InvalidField(exc.message, param=exc.field) from None
 

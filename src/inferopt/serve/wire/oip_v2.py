@@ -43,8 +43,11 @@ def parse_infer(body: bytes, task: Task, *, max_items: int, binary_header: str |
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidField(f"id must be a string, got {kind(request_id)}", param="id")
     tensors = _tensors(data.get("inputs"), max_items)
+    parameters = data.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidField(f"parameters must be an object, got {kind(parameters)}", param="parameters")
     try:
-        raws = task.from_tensors(tensors)
+        raws = task.parameters(task.from_tensors(tensors), parameters, "parameters")
     except InvalidInput as exc:
         raise InvalidField(exc.message, param=exc.field) from None
     return InferRequest(request_id, raws, _requested_outputs(data.get("outputs")))

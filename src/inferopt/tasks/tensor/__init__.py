@@ -16,8 +16,10 @@ import numpy as np
 
 from inferopt.datafiles import Row, read_npz, read_rows, write_rows
 from inferopt.errors import InputError
+from inferopt.tasks import user_code
 from inferopt.tasks.base import (
     KSERVE_V1,
+    NO_OPTIONS,
     OIP_V2,
     V2_DATATYPES,
     Arrays,
@@ -27,6 +29,7 @@ from inferopt.tasks.base import (
     IOSchema,
     Item,
     Metrics,
+    ModelOptions,
     Source,
     Task,
     TensorSpec,
@@ -71,7 +74,9 @@ class TensorTask(Task):
         return ":" in ref and not Path(ref).exists()
 
     @classmethod
-    def from_model(cls, ref: str | None, *, example: str | None = None, dynamic_axes: tuple[str, ...] = ()) -> Task:
+    def from_model(cls, ref: str | None, options: ModelOptions = NO_OPTIONS) -> Task:
+        options.refuse_others(("example", "dynamic_axes"), "a tensor model")
+        example, dynamic_axes = options.example, options.dynamic_axes
         if ref is None:
             raise InputError("The tensor task needs MODEL: module:function or a .onnx file", "pass one")
         if ref.endswith(".onnx"):
@@ -85,7 +90,7 @@ class TensorTask(Task):
 
     @classmethod
     def _from_module(cls, ref: str, example: str, dynamic_axes: tuple[str, ...]) -> TensorTask:
-        module = sources.build_module(ref)
+        module = user_code.build_module(ref)
         batches = sources.example_batches(example)
         ranks = {name: a.ndim for name, a in batches[0].items()}
         inputs = sources.input_specs(batches, sources.parse_dynamic_axes(dynamic_axes, ranks))
@@ -120,9 +125,9 @@ class TensorTask(Task):
             size = self.onnx_path.stat().st_size
             return Source(self.model_name, self.location, None, self.onnx_path, self._example(), size, fusion)
         assert self.module_path is not None
-        module = sources.build_module(self.module_path)
-        fusion = FusionProfile("cnn" if sources.has_convolutions(module) else "none")
-        size = sources.parameter_bytes(module)
+        module = user_code.build_module(self.module_path)
+        fusion = FusionProfile("cnn" if user_code.has_convolutions(module) else "none")
+        size = user_code.parameter_bytes(module)
         return Source(self.model_name, self.location, module, None, self._example(), size, fusion)
 
     def _example(self) -> Arrays:
@@ -186,7 +191,7 @@ class TensorTask(Task):
     def collate(self, items: Sequence[Item]) -> Arrays:
         return {spec.name: np.stack([item.data[spec.name] for item in items]) for spec in self.schema.inputs}
 
-    def postprocess(self, outputs: Arrays) -> Any:
+    def postprocess(self, outputs: Arrays, item: Item) -> Any:
         """One output: its value; several: an object of output name -> value (TF-Serving's row format). A row of
         a [batch] output is a plain number; float16 is written as float32 (JSON has one number type anyway)."""
         plain = {name: _json_value(value) for name, value in outputs.items()}

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferopt.errors import InputError
 from inferopt.tasks.base import (
     KSERVE_V1,
+    NO_OPTIONS,
     OIP_V2,
     OPENAI_EMBEDDINGS,
     Arrays,
@@ -25,6 +25,7 @@ from inferopt.tasks.base import (
     IOSchema,
     Item,
     Metrics,
+    ModelOptions,
     Source,
     Task,
     TensorSpec,
@@ -68,12 +69,8 @@ class TextEmbeddingTask(Task):
         return ref is None or Path(ref).is_dir() or (":" not in ref and not ref.endswith(".onnx"))
 
     @classmethod
-    def from_model(cls, ref: str | None, *, example: str | None = None, dynamic_axes: tuple[str, ...] = ()) -> Task:
-        if example is not None or dynamic_axes:
-            raise InputError(
-                "--example and --dynamic-axes are for a PyTorch module given by import path (module:function)",
-                "drop them for a text encoder folder",
-            )
+    def from_model(cls, ref: str | None, options: ModelOptions = NO_OPTIONS) -> Task:
+        options.refuse_others((), "a text encoder folder")
         model_dir = default_model_dir() if ref is None else Path(ref)
         spec = read_model_spec(model_dir)
         tokenizer = TextTokenizer.from_dir(model_dir, spec.max_length)
@@ -158,7 +155,7 @@ class TextEmbeddingTask(Task):
     def collate(self, items: Sequence[Item]) -> Arrays:
         return pad_batch([item.data for item in items], self.tokenizer.pad_id)
 
-    def postprocess(self, outputs: Arrays) -> Any:
+    def postprocess(self, outputs: Arrays, item: Item) -> Any:
         return outputs[OUTPUT_NAME]  # the vector; orjson writes numpy arrays
 
     def canonical(self, raw: Any) -> bytes:
