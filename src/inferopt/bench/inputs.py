@@ -1,5 +1,5 @@
 """What the load generator and the profiler send: texts from a file (one per line, or STS format) or the
-built-in corpus, or tensor rows from an .npz file; encoded as the route's protocol wants them (OpenAI
+built-in corpus, tensor rows from an .npz file, or image files; encoded as the route's protocol wants them (OpenAI
 embeddings, KServe v1 :predict, or Open Inference Protocol v2 /infer).
 
 For cache studies the texts are stretched to exactly `--distinct` different inputs (a text reused with a
@@ -27,11 +27,27 @@ METADATA_TIMEOUT_S = 10.0
 STS_COLUMNS = 7  # genre, file, year, id, score, sentence1, sentence2
 
 
-def load_inputs(path: Path | None) -> list[str] | list[Row]:
-    """Rows of an .npz file (arrays with the batch on axis 0), else texts (see load_texts)."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def load_inputs(path: Path | None) -> list[str] | list[Row] | list[dict[str, str]]:
+    """Rows of an .npz file (arrays with the batch on axis 0); image files (a folder of them, or one) as
+    {"b64": ...} instances; else texts (see load_texts)."""
     if path is not None and path.suffix.lower() == ".npz":
         return read_rows(path, "--inputs")
+    if path is not None and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES):
+        return load_images(path)
     return load_texts(path)
+
+
+def load_images(path: Path) -> list[dict[str, str]]:
+    """Image files as TF-Serving's {"b64": ...} instances, in name order (the folder's subfolders too)."""
+    import base64
+
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise InputError(f"--inputs {path}: no image files ({', '.join(IMAGE_SUFFIXES)})", "")
+    return [{"b64": base64.b64encode(f.read_bytes()).decode("ascii")} for f in files]
 
 
 def load_texts(path: Path | None) -> list[str]:
@@ -66,6 +82,8 @@ def request_body(path: str, inputs: list[Any], *, model: str | None = None, v2_t
 
         if isinstance(inputs[0], str):
             return encode_infer_request({v2_text_input: list(inputs)})
+        if set(inputs[0]) == {"b64"}:  # image files: one BYTES input of base64 strings
+            return encode_infer_request({v2_text_input: [i["b64"] for i in inputs]})
         return encode_infer_request({name: np.stack([row[name] for row in inputs]) for name in inputs[0]})
     if path.endswith(PREDICT_SUFFIX):
         return orjson.dumps({"instances": inputs}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -79,7 +97,7 @@ def request_body(path: str, inputs: list[Any], *, model: str | None = None, v2_t
 
 
 def v2_text_input(target: Target) -> str:
-    """The BYTES input a text model takes over OIP v2, as the server's model metadata names it."""
+    """The BYTES input a text (or image) model takes over OIP v2, as the server's model metadata names it."""
     cls = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
     conn = cls(target.host, target.port, timeout=METADATA_TIMEOUT_S)
     try:

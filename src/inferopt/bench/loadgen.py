@@ -111,7 +111,8 @@ def build_requests(config: LoadConfig, target: Target) -> list[bytes]:
     """Every distinct request, HTTP-encoded once: the senders only pick one and write it."""
     inputs = distinct_inputs(load_inputs(config.inputs), config.distinct)
     k = config.items_per_request
-    v2_text = v2_text_input(target) if target.path.endswith(INFER_SUFFIX) and isinstance(inputs[0], str) else "text"
+    bytes_input = isinstance(inputs[0], str) or set(inputs[0]) == {"b64"}  # texts or image files
+    v2_text = v2_text_input(target) if target.path.endswith(INFER_SUFFIX) and bytes_input else "text"
     requests = []
     for i in range(len(inputs)):
         group = [inputs[(i * k + j) % len(inputs)] for j in range(k)]

@@ -129,7 +129,7 @@ def profile_url(
     from inferopt.bench.inputs import INFER_SUFFIX, request_body, v2_text_input
 
     target = parse_target(url)
-    text_v2 = target.path.endswith(INFER_SUFFIX) and isinstance(inputs[0], str)
+    text_v2 = target.path.endswith(INFER_SUFFIX) and (isinstance(inputs[0], str) or set(inputs[0]) == {"b64"})
     v2_text = v2_text_input(target) if text_v2 else "text"
     cls = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
     conn = cls(target.host, target.port, timeout=timeout_s)
