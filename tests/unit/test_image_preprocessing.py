@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import zlib
+from pathlib import Path
 from struct import pack
 
 import numpy as np
@@ -182,3 +183,14 @@ def test_preprocessing_round_trips_through_the_artifact_config() -> None:
         ImagePreprocessing.from_dict({"size": 3, "colour": 1})
     with pytest.raises(ValueError, match="between 1 and"):
         ImagePreprocessing(size=300, resize=256)
+
+
+def test_image_flags_are_refused_where_they_do_not_apply() -> None:
+    from inferopt.errors import InputError
+    from inferopt.tasks.base import ModelOptions
+    from inferopt.tasks.registry import for_model
+
+    with pytest.raises(InputError, match="--image-size: not an option of the bundled EfficientNet-Lite0"):
+        for_model(None, task="image-classification", options=ModelOptions(image_size=128))
+    with pytest.raises(InputError, match="--labels: not an option of a text encoder"):
+        for_model(None, options=ModelOptions(labels=Path("x.txt")))

@@ -48,9 +48,9 @@ def serve_command(
     max_items: Annotated[
         int | None, _opt("Most inputs in one request, else 413 (default: 2048, or --max-queue if lower)", "max_items")
     ] = None,
-    max_request_bytes: Annotated[int, _opt("Largest request body (else 413)", "max_request_bytes")] = (
-        _D.max_request_bytes
-    ),
+    max_request_bytes: Annotated[
+        int | None, _opt("Largest request body, else 413 (default: 4 MiB; image models 32 MiB)", "max_request_bytes")
+    ] = None,
     timeout_ms: Annotated[int, _opt("Per-request deadline (else 504)", "timeout_ms")] = _D.timeout_ms,
     cache: Annotated[str, _opt("memory, off, or redis://HOST:PORT/DB (memory in front of Redis)", "cache")] = _D.cache,
     cache_ttl: Annotated[int, _opt("Seconds a Redis entry lives", "cache_ttl")] = _D.cache_ttl,

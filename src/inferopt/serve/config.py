@@ -34,7 +34,7 @@ class ServeConfig:
     max_padding: float = 0.2  # most share of a batch's padded tokens that may be padding (1: no limit)
     max_queue: int = 4096  # items waiting for a runtime worker
     max_items: int | None = None  # inputs in one request; None: OpenAI's own limit, 2048, or --max-queue if lower
-    max_request_bytes: int = 4 * 1024 * 1024
+    max_request_bytes: int | None = None  # None: the task's own limit (text 4 MiB, images 32 MiB)
     timeout_ms: int = 30_000
     cache: str = CACHE_MEMORY  # memory | off | redis://HOST:PORT/DB
     cache_ttl: int = 86_400  # seconds, Redis tier only: keys carry the artifact id, so they never go stale

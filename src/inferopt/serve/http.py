@@ -60,7 +60,7 @@ async def serve_inference(
     try:
         ready = require_model(state, protocol, name)
         deadline = time.monotonic() + timeout_s(request, state.config)
-        body = await read_body(request, state.config.max_request_bytes)
+        body = await read_body(request, ready.max_request_bytes)
         parsed, inputs = parse(body, ready)
         decoded = time.perf_counter()
         results = await ready.service.infer(inputs, deadline)

@@ -35,6 +35,7 @@ class Ready:
     output_shapes: dict[str, tuple[int, ...]]  # per item, as warm-up found them
     service: InferenceService
     max_items: int  # inputs one request may carry
+    max_request_bytes: int  # the largest body read
 
     @property
     def dim(self) -> int:
@@ -119,7 +120,8 @@ class ServerState:
         self.metrics.track_queue_depth(lambda: batcher.depth)
         keys, memory, redis = await self._caches(model, output_forms(model, warm))
         service = InferenceService(model, batcher, self.metrics, keys=keys, memory=memory, redis=redis)
-        return Ready(model, policy, shapes, service, self.config.items_per_request)
+        body_limit = self.config.max_request_bytes or model.task.max_request_bytes
+        return Ready(model, policy, shapes, service, self.config.items_per_request, body_limit)
 
     async def _caches(
         self, model: ServingModel, forms: dict[str, OutputForm]

@@ -206,6 +206,7 @@ class Task(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     protocols: ClassVar[tuple[str, ...]] = (KSERVE_V1, OIP_V2)
+    max_request_bytes: ClassVar[int] = 4 * 1024 * 1024  # serve's body limit unless --max-request-bytes says
 
     # -- optimize ------------------------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ class ImageClassificationTask(Task):
     name = "image-classification"
     version = 1
     protocols = (KSERVE_V1, OIP_V2)
+    max_request_bytes = 32 * 1024 * 1024  # a few full-size phone photos, base64 in JSON adding a third
 
     def __init__(
         self,
