@@ -129,7 +129,7 @@ def benchmark_variant(
     price_per_hour: float,
     advance: Callable[[], None] = lambda: None,
 ) -> BenchResult:
-    sample = representative_sample(inputs, plan.max_texts)
+    sample = representative_sample(inputs, min(plan.max_texts, task.bench_inputs))
     with PeakRss() as rss:
         single = variant.make_backend(cores)
         samples = measure_latency(single, task, sample, plan.latency_samples)
@@ -173,7 +173,7 @@ def interleaved_rounds(
 ) -> dict[str, list[float]]:
     """Items/s of each contender at its chosen settings, measured in `plan.final_rounds` rounds that take them in
     turn (the order rotating each round): drift of the host between rounds affects them all alike."""
-    sample = representative_sample(inputs, plan.max_texts)
+    sample = representative_sample(inputs, min(plan.max_texts, task.bench_inputs))
     predictors = {
         name: Predictor(
             task,

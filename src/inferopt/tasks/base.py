@@ -207,6 +207,7 @@ class Task(ABC):
     version: ClassVar[int] = 1
     protocols: ClassVar[tuple[str, ...]] = (KSERVE_V1, OIP_V2)
     max_request_bytes: ClassVar[int] = 4 * 1024 * 1024  # serve's body limit unless --max-request-bytes says
+    bench_inputs: ClassVar[int] = 512  # most inputs in one throughput pass (a sweep point runs at least one)
 
     # -- optimize ------------------------------------------------------------------------------------------
 
