@@ -194,3 +194,32 @@ def test_image_flags_are_refused_where_they_do_not_apply() -> None:
         for_model(None, task="image-classification", options=ModelOptions(image_size=128))
     with pytest.raises(InputError, match="--labels: not an option of a text encoder"):
         for_model(None, options=ModelOptions(labels=Path("x.txt")))
+
+
+def test_a_transparent_colour_key_and_a_multipage_tiff_are_handled() -> None:
+    keyed = Image.new("RGB", (40, 40), (0, 0, 0))
+    keyed.paste((200, 10, 10), (20, 0, 40, 40))
+    rgb = np.asarray(decode(encoded(keyed, transparency=(0, 0, 0)), CONFIG))
+    np.testing.assert_allclose(rgb[20, 5], (255, 255, 255), atol=1)  # the keyed black is transparent
+    np.testing.assert_allclose(rgb[20, 30], (200, 10, 10), atol=1)
+    pages = [Image.new("RGB", (40, 40), (0, 90, 0)), Image.new("RGB", (10, 10))]
+    tiff = encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    np.testing.assert_allclose(np.asarray(decode(tiff, CONFIG))[5, 5], (0, 90, 0), atol=1)  # a thumbnail page
+
+
+def test_unusual_digits_in_top_k_are_a_422_not_a_crash() -> None:
+    raw = ImageInput(b"x")
+    for k in ("³", "9" * 5000, "-1", " 2x"):
+        with pytest.raises(InvalidInput, match="top_k"):
+            task().parameters([raw], {"top_k": k}, "query")
+
+
+def test_one_image_in_five_is_held_out_for_calibration_whatever_the_path(tmp_path: Path) -> None:
+    from inferopt.tasks.image_classification.evaldata import split_for_calibration
+
+    files = [(tmp_path / f"{i}.png", i % 3) for i in range(12)]
+    kept, held = split_for_calibration(files, tmp_path)
+    assert len(held) == 2 and len(kept) == 10 and not set(map(str, kept)) & set(map(str, held))
+    relative = [(Path(str(f).replace(str(tmp_path), str(tmp_path / "." / "sub" / ".."))), c) for f, c in files]
+    assert [str(f.resolve()) for f, _ in split_for_calibration(relative, tmp_path)[1]] == [str(f) for f, _ in held]
+    assert len(split_for_calibration(files[:2], tmp_path)[1]) == 1  # at least one

@@ -278,7 +278,8 @@ def profile_artifact(path: Path, inputs: list[Any] | None, requests: int, *, war
 
     artifact = load_artifact(path)
     task = for_artifact(artifact.manifest, artifact.path)
-    inputs = inputs or task.calibration_inputs()  # text: the built-in corpus; tensors: the artifact's examples
+    # text: the built-in corpus; tensors: the artifact's examples; images: the built-in calibration photos
+    inputs = inputs or [task.to_instance(raw) for raw in task.calibration_inputs()]
     backend = OnnxBackend(artifact.model_file, intra_op_threads=artifact.settings.intra_op_threads)
     result = profile_pipeline(task, backend, inputs, requests, warmup=warmup)
     result.source = str(path)

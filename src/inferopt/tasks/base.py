@@ -284,6 +284,10 @@ class Task(ABC):
     def instance(self, value: Any, field: str) -> Any:
         """One KServe v1 JSON instance -> a raw input; InvalidInput naming `field` when it does not fit."""
 
+    def to_instance(self, raw: Any) -> Any:
+        """A raw input as a client sends it (the inverse of `instance`), for `load` and `profile` to send."""
+        return raw
+
     def upload(self, data: bytes, field: str) -> Any:
         """One uploaded file (a part of a multipart/form-data :predict request) -> a raw input. Only tasks whose
         inputs are files (images) take uploads."""

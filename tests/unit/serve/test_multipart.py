@@ -44,3 +44,23 @@ def test_load_and_profile_send_a_folder_of_images_as_b64_instances(tmp_path) -> 
     (tmp_path / "notes.txt").write_text("not an image")
     assert load_images(tmp_path) == [{"b64": base64.b64encode(b"first").decode()},
                                      {"b64": base64.b64encode(b"second").decode()}]  # fmt: skip
+
+
+def test_a_body_cut_before_its_closing_boundary_is_refused() -> None:
+    body, content_type = form_body([("image", ("a.jpg", b"DATA1234"))], {})
+    with pytest.raises(MalformedBody, match="closing boundary"):
+        parse_form(body[: body.index(b"1234") + 2], content_type)
+
+
+def test_oip_v2_accepts_its_clients_own_parameters_and_refuses_task_ones() -> None:
+    import orjson
+
+    from inferopt.serve.testing import bundled_text_task
+    from inferopt.serve.wire.oip_v2 import parse_infer
+
+    tensor = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hello"]}
+    task = bundled_text_task()
+    triton = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True, "priority": 1}})
+    assert parse_infer(triton, task, max_items=8).inputs == ["hello"]
+    with pytest.raises(InvalidField, match="top_k"):
+        parse_infer(orjson.dumps({"inputs": [tensor], "parameters": {"top_k": 2}}), task, max_items=8)

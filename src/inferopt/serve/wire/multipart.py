@@ -61,12 +61,18 @@ def parse_form(body: bytes, content_type: str) -> Form:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1].chunks.append(data[start:end])
 
+    ended: list[bool] = []
+
+    def on_end() -> None:
+        ended.append(True)
+
     callbacks = {
         "on_part_begin": on_part_begin,
         "on_header_field": on_header_field,
         "on_header_value": on_header_value,
         "on_header_end": on_header_end,
         "on_part_data": on_part_data,
+        "on_end": on_end,
     }
     try:
         parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
@@ -74,6 +80,8 @@ def parse_form(body: bytes, content_type: str) -> Form:
         parser.finalize()
     except Exception as exc:  # python-multipart's errors have no common base beyond this
         raise MalformedBody(f"the multipart/form-data body is malformed ({exc})") from None
+    if not ended:  # the parser takes a body cut short for a whole one: its last part would be a fragment
+        raise MalformedBody("the multipart/form-data body ends before its closing boundary (cut short?)")
     return _form(parts)
 
 
@@ -83,8 +91,9 @@ def _form(parts: list[_Part]) -> Form:
         _, disposition = _disposition(part.headers.get(b"content-disposition", b""))
         name = disposition.get("name", "")
         data = b"".join(part.chunks)
-        if "filename" in disposition:
-            form.files.append(FormFile(name or "file", disposition["filename"], data))
+        filename = disposition.get("filename", disposition.get("filename*"))  # filename*: RFC 5987's form
+        if filename is not None:
+            form.files.append(FormFile(name or "file", filename, data))
             continue
         try:
             form.fields[name] = data.decode("utf-8")

@@ -43,14 +43,33 @@ def parse_infer(body: bytes, task: Task, *, max_items: int, binary_header: str |
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidField(f"id must be a string, got {kind(request_id)}", param="id")
     tensors = _tensors(data.get("inputs"), max_items)
-    parameters = data.get("parameters", {})
-    if not isinstance(parameters, dict):
-        raise InvalidField(f"parameters must be an object, got {kind(parameters)}", param="parameters")
+    _check_parameters(data.get("parameters", {}))
     try:
-        raws = task.parameters(task.from_tensors(tensors), parameters, "parameters")
+        raws = task.from_tensors(tensors)
     except InvalidInput as exc:
         raise InvalidField(exc.message, param=exc.field) from None
     return InferRequest(request_id, raws, _requested_outputs(data.get("outputs")))
+
+
+# Request parameters the protocol's own clients send (tritonclient sends binary_data_output on every request):
+# accepted, and meaning nothing here, since the response is always JSON tensors and there are no sequences.
+RESERVED_PARAMETERS = frozenset(
+    {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "content_type"}
+)
+
+
+def _check_parameters(parameters: object) -> None:
+    """OIP v2 returns the model's own tensors, so no task parameter (an image's top_k) could change the answer:
+    one is refused rather than ignored."""
+    if not isinstance(parameters, dict):
+        raise InvalidField(f"parameters must be an object, got {kind(parameters)}", param="parameters")
+    for name in parameters:
+        if name not in RESERVED_PARAMETERS:
+            raise InvalidField(
+                f"parameter {name!r} has no effect on OIP v2, which returns the model's tensors "
+                "(task parameters such as top_k go to KServe v1 :predict)",
+                param=f"parameters.{name}",
+            )
 
 
 def _tensors(value: object, max_items: int) -> dict[str, Any]:

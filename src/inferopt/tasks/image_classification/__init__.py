@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -146,7 +147,7 @@ class ImageClassificationTask(Task):
         return EvalSet(data.name, inputs, data.labels, data.summary)
 
     def calibration_inputs(self) -> list[Any]:
-        """Images apart from the eval set (see evaldata.py); with none (one user image), the eval images."""
+        """Images apart from the eval set (see evaldata.py)."""
         if self._calibration is None:
             self.eval_data(None)
         assert self._calibration is not None
@@ -204,6 +205,10 @@ class ImageClassificationTask(Task):
             raise InvalidInput(f"{field} has unknown fields {extra}; an image instance holds only b64", field)
         return ImageInput(decode_base64(value["b64"], f"{field}.b64"), field=f"{field}.b64")
 
+    def to_instance(self, raw: Any) -> Any:
+        data = raw.data if isinstance(raw, ImageInput) else _as_bytes(raw)
+        return {"b64": base64.b64encode(data).decode("ascii")}
+
     def upload(self, data: bytes, field: str) -> Any:
         """One uploaded file (a multipart form part) -> a raw input."""
         return ImageInput(data, field=field)
@@ -217,7 +222,7 @@ class ImageClassificationTask(Task):
         if "top_k" not in given:
             return raws
         k = given["top_k"]
-        if isinstance(k, str) and k.strip().isdigit():
+        if isinstance(k, str) and re.fullmatch(r"[0-9]{1,7}", k.strip()):  # a query or form field
             k = int(k)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_classes:
             raise InvalidInput(

@@ -159,16 +159,32 @@ def load_user_set(path: Path, labels: tuple[str, ...] | None, num_classes: int) 
     for file, label in pairs:
         if not 0 <= label < num_classes:
             raise InputError(f"--data {path}: {file} has class {label}; the model has {num_classes} classes", "")
-    held_out = [p for p in pairs if _held_out(p[0])]
-    kept = [p for p in pairs if not _held_out(p[0])] or held_out  # one image alone: checked, not calibrated on
+    if len(pairs) < 2:
+        raise InputError(f"--data {path}: one image; at least 2 are needed (one is held out for calibration)", "")
+    kept, held_out = split_for_calibration(pairs, path)
     images = tuple(_read(file) for file, _ in kept)
-    calibration = tuple(_read(file) for file, _ in held_out if (file, _) not in kept)
+    calibration = tuple(_read(file) for file, _ in held_out)
     summary = f"{len(images)} labelled images, {len(calibration)} more held out for calibration"
     return ImageSet(path.name, images, tuple(label for _, label in kept), calibration, summary)
 
 
-def _held_out(path: Path) -> bool:
-    return hashlib.blake2b(str(path).encode(), digest_size=2).digest()[0] % 5 == 0
+def split_for_calibration(
+    pairs: list[tuple[Path, int]], root: Path
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """(kept for measuring, held out for calibration): one image in five, at least one, chosen by a hash of its
+    path relative to the data's root (so `--data ./x` and `--data /abs/x` split alike), kept in file order."""
+    base = root if root.is_dir() else root.parent
+
+    def rank(pair: tuple[Path, int]) -> bytes:
+        name = (
+            pair[0].resolve().relative_to(base.resolve())
+            if pair[0].resolve().is_relative_to(base.resolve())
+            else pair[0]
+        )
+        return hashlib.blake2b(str(name).encode(), digest_size=8).digest()
+
+    chosen = set(map(id, sorted(pairs, key=rank)[: max(1, len(pairs) // 5)]))
+    return [p for p in pairs if id(p) not in chosen], [p for p in pairs if id(p) in chosen]
 
 
 def _read(path: Path) -> bytes:

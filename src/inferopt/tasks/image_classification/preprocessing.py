@@ -100,7 +100,7 @@ class ImagePreprocessing:
 def decode(data: bytes, config: ImagePreprocessing) -> Any:
     """Encoded bytes -> an RGB PIL image, upright, at least config.resize on its shorter side when the file was
     larger (draft mode), or ImageProblem."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageProblem("the image is empty (0 bytes)")
@@ -115,18 +115,40 @@ def decode(data: bytes, config: ImagePreprocessing) -> Any:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)) / 1e6:.0f} MP" if found else "too many pixels"
         raise ImageProblem(f"the image is {size}; the limit is {config.max_pixels / 1e6:.0f} MP ({BOMB})") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # a header Pillow recognised but cannot parse
+    except Exception as exc:  # a header Pillow recognised but cannot parse (its plugins raise many kinds)
         raise _unreadable(exc, _format_of(data)) from None
-    _check_header(image, config)
     try:
+        _check_header(image, config)
+        orientation = _orientation(image)
         if config.draft and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (config.resize, config.resize))  # still >= resize on both sides
         image.load()
-        return to_rgb(ImageOps.exif_transpose(image), config.background)
+        return to_rgb(upright(image, orientation), config.background)
     except ImageProblem:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # damaged data past the header: KeyError, struct.error, TypeError... from plugins
         raise _unreadable(exc, image.format or "image") from None
+
+
+# EXIF orientation -> the transposition that shows the image upright (read, never rewritten: a damaged EXIF
+# block must not fail an image that decodes)
+_UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+            7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
+
+
+def _orientation(image: Any) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # an unreadable EXIF block: shown as stored
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def upright(image: Any, orientation: int) -> Any:
+    from PIL import Image
+
+    name = _UPRIGHT.get(orientation)
+    return image if name is None else image.transpose(getattr(Image.Transpose, name))
 
 
 def _unreadable(exc: BaseException, fmt: str) -> ImageProblem:
@@ -146,8 +168,9 @@ def _check_header(image: Any, config: ImagePreprocessing) -> None:
         raise ImageProblem(
             f"the image is {width}x{height}; this model needs at least {config.min_side} px on each side"
         )
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1 and image.format != "MPO":  # an MPO's other frames are the same photo (depth, preview)
+    # Only formats that animate: an MPO's or a TIFF's other frames are the same picture (depth, thumbnail, pages)
+    frames = getattr(image, "n_frames", 1) if image.format in ("GIF", "PNG", "WEBP") else 1
+    if frames > 1:
         raise ImageProblem(f"the {image.format} is animated ({frames} frames); send one frame as a still image")
 
 
@@ -157,14 +180,15 @@ def to_rgb(image: Any, background: tuple[int, int, int]) -> Any:
     from PIL import Image
 
     mode = image.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in image.info:
         return image
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        top = values.max(initial=0)
+        peak = 65535.0 if mode.startswith("I;16") or top > 255 else (1.0 if mode == "F" and top <= 1 else 255.0)
         grey = np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
-    if (mode == "P" and "transparency" in image.info) or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if "transparency" in image.info or mode in ("RGBA", "LA", "PA", "La", "RGBa"):  # tRNS too: P, L, RGB
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, background)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
