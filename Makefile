@@ -38,6 +38,7 @@ bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.m
 	$(PY) benchmarks/serve.py build/bench/optimized/artifact --json build/bench/serve.json
 	$(PY) benchmarks/byo.py --out build/bench/byo --json build/bench/byo.json
 	$(PY) benchmarks/image.py --out build/bench/image --json build/bench/image.json
+	$(PY) benchmarks/digits.py --json build/bench/digits.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
