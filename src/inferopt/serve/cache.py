@@ -23,7 +23,7 @@ from inferopt.runtime.base import Arrays
 
 OutputForm = tuple[str, tuple[int | None, ...]]  # an output's dtype, and one item's shape (None: dynamic)
 ENTRY_OVERHEAD_BYTES = 200  # key string, dict slot and object headers per LRU entry, roughly
-_HEADER = struct.Struct("<4sIBB")  # magic, cost, truncated flag, number of outputs
+_HEADER = struct.Struct("<4sIBBI")  # magic, cost, truncated flag, number of outputs, bytes of JSON at the end
 _MAGIC = b"ioc2"  # ioc1 entries (no JSON) read as misses and are replaced
 _TENSOR = struct.Struct("<BBB")  # name length, dtype code, number of dimensions
 _DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -53,8 +53,8 @@ class CachedResult:
     def to_bytes(self) -> bytes:
         """The Redis entry: header, each output (name, dtype, shape, little-endian data), then the result's JSON.
         The JSON rides along because the result may depend on what its request asked (an image's top_k), which
-        a reader of the entry does not know; decoding it also costs the event loop no float formatting."""
-        parts = [_HEADER.pack(_MAGIC, self.cost, self.truncated, len(self.outputs))]
+        a reader of the entry does not know; decoding it costs the event loop no float formatting."""
+        parts = [_HEADER.pack(_MAGIC, self.cost, self.truncated, len(self.outputs), len(self.json))]
         for name, value in self.outputs.items():
             encoded = name.encode("utf-8")
             if value.dtype.name not in _DTYPES:
@@ -70,7 +70,7 @@ class CachedResult:
         """Decode what to_bytes wrote, for a model whose outputs are `expected` (name -> dtype and one item's
         shape, None for a dynamic size); ValueError for anything else (a foreign or damaged value under our key)."""
         try:
-            magic, cost, truncated, count = _HEADER.unpack_from(data)
+            magic, cost, truncated, count, json_size = _HEADER.unpack_from(data)
             if magic != _MAGIC:
                 raise ValueError("not an inferopt cache entry")
             offset, outputs = _HEADER.size, {}
@@ -88,13 +88,13 @@ class CachedResult:
                 outputs[name] = np.frombuffer(data, dtype, int(np.prod(shape, dtype=np.int64)), offset).reshape(shape)
                 outputs[name] = outputs[name].astype(dtype.newbyteorder("="))
                 offset += size
-            encoded = data[offset:]
-            orjson.loads(encoded)  # a damaged tail must not reach a response
-        except (struct.error, IndexError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
             raise ValueError(f"not a cache entry of this model ({exc})") from None
-        if not _fits(outputs, expected):
+        # A cut or padded entry is caught by its length: parsing the JSON again would cost the event loop about
+        # what formatting it did.
+        if len(data) - offset != json_size or not _fits(outputs, expected):
             raise ValueError(f"{len(data)} bytes that are not an entry of this model's outputs {expected}")
-        return cls(outputs, cost, bool(truncated), encoded)
+        return cls(outputs, cost, bool(truncated), data[offset:])
 
 
 def _fits(outputs: Arrays, expected: dict[str, OutputForm]) -> bool:
