@@ -215,8 +215,6 @@ def main() -> None:
     args = parser.parse_args()
     from benchmarks.byo_lstm import rows as make_rows
 
-    from inferopt.hardware import environment
-
     artifact = args.artifact or build_artifact(args.out)
     rows = make_rows(ROWS, seed=7)
     console.print("[bold]in-process[/]")
@@ -225,18 +223,22 @@ def main() -> None:
     http = over_http(artifact, rows, args.duration)
     print_tables(local, fidelity, http)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        manifest = json.loads((artifact / "manifest.json").read_text())
-        record = {
-            "in_process": local,
-            "fidelity": fidelity,
-            "http": http,
-            "recipe": manifest["recipe"]["name"],
-            "settings": manifest["runtime"]["settings"],
-            "environment": environment(),
-            "date": time.strftime("%Y-%m-%d"),
-        }
-        args.json.write_text(json.dumps(record, indent=2))
+        write_record(args.json, artifact, {"in_process": local, "fidelity": fidelity, "http": http})
+
+
+def write_record(path: Path, artifact: Path, results: dict[str, Any]) -> None:
+    """A benchmark's results as JSON, with the artifact's recipe and settings, the machine and the date."""
+    from inferopt.hardware import environment
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    record = results | {
+        "recipe": manifest["recipe"]["name"],
+        "settings": manifest["runtime"]["settings"],
+        "environment": environment(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str))
 
 
 if __name__ == "__main__":

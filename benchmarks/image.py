@@ -18,7 +18,6 @@ run on one machine. Every row decodes the same JPEG files (Pillow, the same prep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -34,7 +33,7 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.byo import start  # noqa: E402
+from benchmarks.byo import start, write_record  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -254,7 +253,6 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per HTTP run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from inferopt.hardware import environment
     from inferopt.tasks.image_classification.evaldata import builtin_set
 
     artifact = args.artifact or build_artifact(args.out)
@@ -270,19 +268,8 @@ def main() -> None:
     drafts = draft_decoding()
     print_tables(local, fidelity, http)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        manifest = json.loads((artifact / "manifest.json").read_text())
-        record = {
-            "in_process": local,
-            "fidelity": fidelity,
-            "http": http,
-            "draft_decoding": drafts,
-            "recipe": manifest["recipe"]["name"],
-            "settings": manifest["runtime"]["settings"],
-            "environment": environment(),
-            "date": time.strftime("%Y-%m-%d"),
-        }
-        args.json.write_text(json.dumps(record, indent=2, default=str))
+        write_record(args.json, artifact, {"in_process": local, "fidelity": fidelity, "http": http,
+                                           "draft_decoding": drafts})  # fmt: skip
 
 
 if __name__ == "__main__":

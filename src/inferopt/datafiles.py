@@ -9,6 +9,8 @@ import numpy as np
 
 from inferopt.errors import InputError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # what Pillow reads here
+
 
 def read_text_file(path: Path, flag: str, what: str, kinds: str) -> str:
     """A UTF-8 text file with something in it, or a one-line error naming `what` (e.g. "Data file") and the

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from inferopt.bench.http1 import Target
-from inferopt.datafiles import Row, read_rows, read_text_file
+from inferopt.datafiles import IMAGE_SUFFIXES, Row, read_rows, read_text_file
 from inferopt.errors import InputError
 
 PREDICT_SUFFIX = ":predict"
@@ -25,9 +25,6 @@ INFER_SUFFIX = "/infer"
 METADATA_TIMEOUT_S = 10.0
 
 STS_COLUMNS = 7  # genre, file, year, id, score, sentence1, sentence2
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def load_inputs(path: Path | None) -> list[str] | list[Row] | list[dict[str, str]]:
@@ -82,7 +79,7 @@ def request_body(path: str, inputs: list[Any], *, model: str | None = None, v2_t
 
         if isinstance(inputs[0], str):
             return encode_infer_request({v2_text_input: list(inputs)})
-        if set(inputs[0]) == {"b64"}:  # image files: one BYTES input of base64 strings
+        if is_image_instance(inputs[0]):  # image files: one BYTES input of base64 strings
             return encode_infer_request({v2_text_input: [i["b64"] for i in inputs]})
         return encode_infer_request({name: np.stack([row[name] for row in inputs]) for name in inputs[0]})
     if path.endswith(PREDICT_SUFFIX):
@@ -94,6 +91,15 @@ def request_body(path: str, inputs: list[Any], *, model: str | None = None, v2_t
         )
     body: dict[str, Any] = {"input": inputs[0] if len(inputs) == 1 else list(inputs)}
     return orjson.dumps(body | ({"model": model} if model else {}))
+
+
+def is_image_instance(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def bytes_input(inputs: list[Any]) -> bool:
+    """Whether the inputs travel as one OIP v2 BYTES tensor: texts, or image files as base64."""
+    return isinstance(inputs[0], str) or is_image_instance(inputs[0])
 
 
 def v2_text_input(target: Target) -> str:

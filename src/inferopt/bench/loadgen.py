@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from inferopt.bench.http1 import Target, encode_post, parse_target
-from inferopt.bench.inputs import INFER_SUFFIX, distinct_inputs, load_inputs, request_body, v2_text_input
+from inferopt.bench.inputs import (
+    INFER_SUFFIX,
+    bytes_input,
+    distinct_inputs,
+    load_inputs,
+    request_body,
+    v2_text_input,
+)
 from inferopt.bench.load_result import CLOSED_LOOP, OPEN_LOOP, LoadResult, merge_records, summarize
 from inferopt.bench.schedule import ARRIVALS, Arrival, arrival_offsets, input_sequence
 from inferopt.bench.sender import PROGRESS_FIELDS, WorkerPlan, WorkerRecord
@@ -111,8 +118,7 @@ def build_requests(config: LoadConfig, target: Target) -> list[bytes]:
     """Every distinct request, HTTP-encoded once: the senders only pick one and write it."""
     inputs = distinct_inputs(load_inputs(config.inputs), config.distinct)
     k = config.items_per_request
-    bytes_input = isinstance(inputs[0], str) or set(inputs[0]) == {"b64"}  # texts or image files
-    v2_text = v2_text_input(target) if target.path.endswith(INFER_SUFFIX) and bytes_input else "text"
+    v2_text = v2_text_input(target) if target.path.endswith(INFER_SUFFIX) and bytes_input(inputs) else "text"
     requests = []
     for i in range(len(inputs)):
         group = [inputs[(i * k + j) % len(inputs)] for j in range(k)]

@@ -126,10 +126,10 @@ def profile_url(
     url: str, inputs: list[Any], requests: int, *, warmup: int = 20, timeout_s: float = 30.0
 ) -> ProfileResult:
     """Sequential requests to `url`, each split into network + HTTP and the server's own stages."""
-    from inferopt.bench.inputs import INFER_SUFFIX, request_body, v2_text_input
+    from inferopt.bench.inputs import INFER_SUFFIX, bytes_input, request_body, v2_text_input
 
     target = parse_target(url)
-    text_v2 = target.path.endswith(INFER_SUFFIX) and (isinstance(inputs[0], str) or set(inputs[0]) == {"b64"})
+    text_v2 = target.path.endswith(INFER_SUFFIX) and bytes_input(inputs)
     v2_text = v2_text_input(target) if text_v2 else "text"
     cls = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
     conn = cls(target.host, target.port, timeout=timeout_s)

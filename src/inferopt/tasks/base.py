@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from inferopt.accuracy.report import AccuracyReport, Measure
+from inferopt.errors import InputError
 
 Arrays = dict[str, np.ndarray]
 
@@ -130,8 +131,6 @@ class ModelOptions:
         return [name for name in self.FLAGS if getattr(self, name) not in (None, ())]
 
     def refuse_others(self, allowed: tuple[str, ...], what: str) -> None:
-        from inferopt.errors import InputError
-
         extra = [self.FLAGS[name] for name in self.given() if name not in allowed]
         if extra:
             takes = ", ".join(self.FLAGS[name] for name in allowed) or "none of them"

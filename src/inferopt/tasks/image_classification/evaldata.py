@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from inferopt.datafiles import IMAGE_SUFFIXES
 from inferopt.errors import InputError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 COPIES_PER_PHOTO = 15
 CALIBRATION_IMAGES = 64
 UNLABELLED = -1
