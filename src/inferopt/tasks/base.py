@@ -272,12 +272,17 @@ class Task(ABC):
         what its request asked of the result."""
 
     @abstractmethod
-    def canonical(self, raw: Any) -> bytes:
-        """The input as bytes in a form where equal bytes mean equal results: the cache key's content. Cheap,
-        because a cache hit must not pay for preprocessing."""
+    def canonical(self, raw: Any) -> bytes | tuple[bytes | memoryview, ...]:
+        """The input as bytes in a form where equal bytes mean equal results: the cache key's content, whole or in
+        parts whose concatenation is that form (so a large input is hashed where it lies, not copied first).
+        Cheap, because a cache hit must not pay for preprocessing."""
 
     def cache_key(self, prefix: str, raw: Any) -> str:
-        return prefix + hashlib.blake2b(self.canonical(raw), digest_size=16).hexdigest()
+        canonical = self.canonical(raw)
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (canonical,) if isinstance(canonical, bytes) else canonical:
+            digest.update(part)
+        return prefix + digest.hexdigest()
 
     @abstractmethod
     def instance(self, value: Any, field: str) -> Any:

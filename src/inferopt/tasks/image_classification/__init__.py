@@ -189,9 +189,10 @@ class ImageClassificationTask(Task):
             ]
         }
 
-    def canonical(self, raw: Any) -> bytes:
+    def canonical(self, raw: Any) -> tuple[bytes, ...]:
+        """top_k, then the file: the file is hashed as it is, a multi-MB photo never copied on the event loop."""
         image = raw if isinstance(raw, ImageInput) else ImageInput(_as_bytes(raw))
-        return b"%d\x00" % image.top_k + image.data
+        return (b"%d\x00" % image.top_k, image.data)
 
     def instance(self, value: Any, field: str) -> Any:
         """TF-Serving's binary convention: {"b64": "<base64 of the file>"}."""

@@ -197,13 +197,14 @@ class TensorTask(Task):
         plain = {name: _json_value(value) for name, value in outputs.items()}
         return next(iter(plain.values())) if len(plain) == 1 else plain
 
-    def canonical(self, raw: Any) -> bytes:
-        parts = []
+    def canonical(self, raw: Any) -> tuple[bytes | memoryview, ...]:
+        parts: list[bytes | memoryview] = []
         for spec in self.schema.inputs:
             value = raw[spec.name]
             parts.append(f"{spec.name}:{value.dtype.name}:{value.shape};".encode())
-            parts.append(np.ascontiguousarray(value).tobytes())
-        return b"".join(parts)
+            # hashed in place, not copied (a view of nothing cannot be cast: its bytes are none)
+            parts.append(np.ascontiguousarray(value).data.cast("B") if value.size else b"")
+        return tuple(parts)
 
     def instance(self, value: Any, field: str) -> Any:
         if not isinstance(value, dict):
