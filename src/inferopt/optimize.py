@@ -20,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from inferopt.accuracy.budget import Budget
 from inferopt.atomic import check_target, cleanup_survives_ctrl_c, staged_directory
 from inferopt.config import OptimizeConfig
-from inferopt.errors import BudgetNotMet
+from inferopt.errors import BudgetNotMet, InputError
 from inferopt.hardware import cpu_info, environment, usable_cores
 from inferopt.results import RunResult, VariantResult
 from inferopt.select import Candidate, select
-from inferopt.tasks.base import EvalSet, Item, Task
+from inferopt.tasks.base import EvalSet, InvalidInput, Item, Task
 from inferopt.tasks.registry import for_model
 from inferopt.verify import Reference, verify
 
@@ -98,8 +98,8 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
     with _progress(console) as progress:
         step = progress.add_task("reference: FP32", total=3)
         source = task.load_source()
-        eval_items = task.preprocess(list(data.inputs))
-        calibration_items = task.preprocess(task.calibration_inputs())
+        eval_items = _preprocessed(task, list(data.inputs))
+        calibration_items = _preprocessed(task, task.calibration_inputs())
         reference = Reference.compute(task, source, eval_items, calibration_items, usable_cores())
         progress.update(step, advance=1, description="export to ONNX + parity check")
         fp32_onnx, export, export_error = reference.export(work / "model.onnx", eval_items)
@@ -135,6 +135,15 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
     candidates = [Candidate(v.name, v.accuracy, v.bench, v.servable) for v in result.measured]  # type: ignore[arg-type]
     result.selection = select(candidates, budget, primary=metrics.primary)
     return result
+
+
+def _preprocessed(task: Task, raws: list[Any]) -> list[Item]:
+    """The task's items for its eval or calibration inputs; one it cannot take (a corrupt image in --data) is
+    the user's mistake, in one line that names it."""
+    try:
+        return task.preprocess(raws)
+    except InvalidInput as exc:
+        raise InputError(f"--data: {exc.message}", "fix or remove that input, then run optimize again") from None
 
 
 def _is_torch(recipe: Any) -> bool:

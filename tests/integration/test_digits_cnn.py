@@ -64,3 +64,26 @@ def test_the_trained_cnn_keeps_its_top1_in_int8(held_out: Path, tmp_path: Path) 
     assert fp32.metric_name == "top1_accuracy" and abs(fp32.metric - eager_top1) < 1.5  # type: ignore[operator]
     assert int8.metric_drop is not None and int8.metric_drop <= 1.0, int8  # INT8 within a point of FP32
     assert int8.get("top1_agreement") >= 0.98  # type: ignore[operator]
+
+
+def test_a_corrupt_file_in_data_is_one_line_naming_it_and_nothing_is_written(tmp_path: Path) -> None:
+    from inferopt.errors import InputError
+
+    images, labels = mnist_digits()
+    for i in range(10):
+        (tmp_path / "data" / str(labels[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i], "L").save(tmp_path / "data" / str(labels[i]) / f"{i}.png")
+    broken = tmp_path / "data" / str(labels[0]) / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    config = OptimizeConfig(
+        model="tests.byo_models:digits_cnn",
+        task="image-classification",
+        model_options=ModelOptions(image_size=28, resize=28),
+        data=tmp_path / "data",
+        out=tmp_path / "out",
+        quick=True,
+        recipes=(GraphConfig(),),
+    )
+    with pytest.raises(InputError, match=rf"--data: {broken}: the JPEG file is (truncated|corrupt)"):
+        run_optimize(config, Console(quiet=True))
+    assert not (tmp_path / "out").exists()

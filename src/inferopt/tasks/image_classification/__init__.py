@@ -80,7 +80,7 @@ class ImageClassificationTask(Task):
         self.label = label
         self.location = location
         self.module_path = module_path  # None: the bundled EfficientNet-Lite0 (at optimize time)
-        self._calibration: tuple[bytes, ...] | None = None
+        self._calibration: list[ImageInput] | None = None
 
     # -- where it comes from ---------------------------------------------------------------------------------
 
@@ -139,8 +139,8 @@ class ImageClassificationTask(Task):
         data = evaldata.builtin_set() if path is None else evaldata.load_user_set(path, self.labels, self.num_classes)
         if limit is not None:
             data = data.limited(limit)
-        self._calibration = data.calibration
-        inputs = tuple(ImageInput(image, field=f"{data.name}[{i}]") for i, image in enumerate(data.images))
+        self._calibration = _inputs(data.calibration, data.calibration_names, "calibration")
+        inputs = tuple(_inputs(data.images, data.names, data.name))
         return EvalSet(data.name, inputs, data.labels, data.summary)
 
     def calibration_inputs(self) -> list[Any]:
@@ -148,7 +148,7 @@ class ImageClassificationTask(Task):
         if self._calibration is None:
             self.eval_data(None)
         assert self._calibration is not None
-        return [ImageInput(image, field=f"calibration[{i}]") for i, image in enumerate(self._calibration)]
+        return list(self._calibration)
 
     def metrics(self) -> Metrics:
         from inferopt.tasks.image_classification.metrics import ImageClassificationMetrics
@@ -284,6 +284,11 @@ class ImageClassificationTask(Task):
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's, the default for a user's classifier
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _inputs(images: tuple[bytes, ...], names: tuple[str, ...], what: str) -> list[ImageInput]:
+    """Images as raw inputs named by their file (a user's data) or by their place (`calibration[3]`)."""
+    return [ImageInput(data, field=names[i] if names else f"{what}[{i}]") for i, data in enumerate(images)]
 
 
 def decode_base64(text: Any, field: str) -> bytes:

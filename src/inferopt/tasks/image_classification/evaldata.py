@@ -16,7 +16,7 @@ import csv
 import hashlib
 import importlib.util
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,11 @@ class ImageSet:
     labels: tuple[int, ...]  # class index, or UNLABELLED
     calibration: tuple[bytes, ...]
     summary: str
+    names: tuple[str, ...] = ()  # where each image came from, for messages (a user's files); empty: by index
+    calibration_names: tuple[str, ...] = ()
 
     def limited(self, limit: int) -> ImageSet:
-        return ImageSet(self.name, self.images[:limit], self.labels[:limit], self.calibration, self.summary)
+        return replace(self, images=self.images[:limit], labels=self.labels[:limit], names=self.names[:limit])
 
 
 def package_dir(package: str) -> Path | None:
@@ -165,7 +167,9 @@ def load_user_set(path: Path, labels: tuple[str, ...] | None, num_classes: int) 
     images = tuple(_read(file) for file, _ in kept)
     calibration = tuple(_read(file) for file, _ in held_out)
     summary = f"{len(images)} labelled images, {len(calibration)} more held out for calibration"
-    return ImageSet(path.name, images, tuple(label for _, label in kept), calibration, summary)
+    classes = tuple(label for _, label in kept)
+    names = tuple(str(file) for file, _ in kept), tuple(str(file) for file, _ in held_out)
+    return ImageSet(path.name, images, classes, calibration, summary, *names)
 
 
 def split_for_calibration(
