@@ -46,3 +46,49 @@ def minilm_artifact(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) 
     outcome = run_optimize(config, Console(quiet=True))
     assert outcome.artifact_dir is not None
     return outcome.artifact_dir
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    """MovieLens 100K as recbole ships it (make setup installs recbole without its dependencies)."""
+    from inferopt.errors import InputError
+    from inferopt.tasks.recommendation import movielens
+
+    try:
+        directory = movielens.default_dir()
+    except InputError as exc:
+        pytest.skip(str(exc))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def recsys_model(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Path) -> Path:
+    """The NeuMF recommender trained with the default settings (about 45 s on 2 cores)."""
+    from inferopt.tasks.recommendation.train import TrainSettings, run
+
+    out = tmp_path_factory.mktemp("recsys") / "model"
+    return run(movielens_dir, out, TrainSettings(), force=False, echo=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def recsys_optimized(tmp_path_factory: pytest.TempPathFactory, recsys_model: Path) -> object:
+    """optimize's outcome for the trained recommender: every ONNX recipe of the preset, quick benchmarks."""
+    from rich.console import Console
+
+    from inferopt.accuracy.budget import Budget
+    from inferopt.config import OptimizeConfig
+    from inferopt.hardware import cpu_info
+    from inferopt.optimize import run_optimize
+    from inferopt.recipes.presets import default_recipes
+
+    out = tmp_path_factory.mktemp("recsys") / "out"
+    recipes = tuple(default_recipes(cpu_info(), "embedding", Budget(), quick=False, torch=False))
+    config = OptimizeConfig(model=str(recsys_model), out=out, quick=True, recipes=recipes)
+    return run_optimize(config, Console(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def recsys_artifact(recsys_optimized: object) -> Path:
+    artifact = recsys_optimized.artifact_dir  # type: ignore[attr-defined]
+    assert artifact is not None
+    return Path(artifact)

@@ -32,7 +32,8 @@ err_console = Console(stderr=True)
 
 MODEL_HELP = (
     "The model: a Hugging Face / sentence-transformers folder (default: the bundled all-MiniLM-L6-v2), "
-    "module:function returning a torch.nn.Module (with --example), or a .onnx file"
+    "module:function returning a torch.nn.Module (with --example), a .onnx file, or a recommender folder "
+    "written by python -m inferopt.tasks.recommendation.train"
 )
 
 
@@ -41,7 +42,9 @@ def optimize(
     model: Annotated[str | None, typer.Argument(help=MODEL_HELP, show_default=False)] = None,
     task: Annotated[
         str | None,
-        typer.Option(help="The task, when MODEL does not tell: text-embedding, image-classification, tensor"),
+        typer.Option(
+            help="The task, when MODEL does not tell: text-embedding, image-classification, tensor, recommendation"
+        ),
     ] = None,
     example: Annotated[
         str | None, typer.Option(help="module:function returning example inputs: {name: tensor}, batch on axis 0")
@@ -70,7 +73,10 @@ def optimize(
     ] = None,
     max_metric_drop: Annotated[
         float | None,
-        typer.Option(help="Budget: most task-metric drop in points (Spearman x100 for STS, top-1 % for images)"),
+        typer.Option(
+            help="Budget: most task-metric drop in points (Spearman x100 for STS, top-1 % for images, "
+            "HR@10 x100 for recommenders)"
+        ),
     ] = None,
     min_sqnr_db: Annotated[float | None, typer.Option(help="Budget: least SQNR in dB (worst output)")] = None,
     min_argmax_agreement: Annotated[
@@ -82,6 +88,12 @@ def optimize(
     ] = None,
     min_top5_overlap: Annotated[
         float | None, typer.Option(help="Budget: least mean share of FP32's top 5 classes kept in the top 5")
+    ] = None,
+    min_top10_overlap: Annotated[
+        float | None, typer.Option(help="Budget: least mean share of FP32's top 10 items kept (recommender: 0.98)")
+    ] = None,
+    min_rank_correlation: Annotated[
+        float | None, typer.Option(help="Budget: least mean Spearman rho of candidate scores to FP32's")
     ] = None,
     price_per_hour: Annotated[float, typer.Option(help="$ per machine-hour, for cost per 1M items")] = 0.05,
     quick: Annotated[bool, typer.Option(help="Fewer variants and shorter measurements (about a minute)")] = False,
@@ -101,6 +113,8 @@ def optimize(
         max_abs_error=max_abs_error,
         top1_agreement=min_top1_agreement,
         top5_overlap=min_top5_overlap,
+        top10_overlap=min_top10_overlap,
+        rank_correlation=min_rank_correlation,
     )
     config = OptimizeConfig(
         model=model,

@@ -166,6 +166,7 @@ def _measure(
     task = progress.add_task(f"{recipe.name}: build", total=None)
     try:
         variant = build(context, recipe)
+        backend = variant.make_backend(cores)  # a graph the runtime refuses to load fails here, as a build
     except Exception as exc:  # a recipe this model or machine cannot take is reported, not fatal
         progress.update(task, total=1, completed=1, description=f"{recipe.name}: [red]build failed")
         return VariantResult(
@@ -175,7 +176,7 @@ def _measure(
         variant.name, config_to_dict(recipe), variant.runtime, variant.servable, variant.build_seconds, variant.notes
     )
     progress.update(task, total=1 + steps_for(variant, plan, cores), completed=1, description=f"{recipe.name}: verify")
-    result.accuracy = verify(context.task, variant.make_backend(cores), data, eval_items, reference.eval_outputs)
+    result.accuracy = verify(context.task, backend, data, eval_items, reference.eval_outputs)
     progress.update(task, description=f"{recipe.name}: benchmark")
     result.bench = benchmark_variant(
         variant,

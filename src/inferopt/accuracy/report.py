@@ -54,6 +54,10 @@ METRIC_DROP = Measure("metric_drop", "metric Δ", False, "--max-metric-drop", "+
 TOP1_AGREEMENT = Measure("top1_agreement", "top-1 agree", True, "--min-top1-agreement", low=0.0, high=1.0)
 TOP5_OVERLAP = Measure("top5_overlap", "top-5 overlap", True, "--min-top5-overlap", low=0.0, high=1.0)
 TOP5_ACCURACY = Measure("top5_accuracy", "top-5 acc", True, fmt=".1f", low=0.0, high=100.0)  # shown, not budgeted
+TOP10_OVERLAP = Measure("top10_overlap", "top-10 overlap", True, "--min-top10-overlap", low=0.0, high=1.0)
+RANK_CORRELATION = Measure("rank_correlation", "rank corr", True, "--min-rank-correlation", low=-1.0, high=1.0)
+NDCG10 = Measure("ndcg10", "NDCG@10", True, fmt=".2f", low=0.0, high=100.0)  # shown, not budgeted
+FULL_HR10 = Measure("full_hr10", "HR@10 full", True, fmt=".2f", low=0.0, high=100.0)  # shown, not budgeted
 ALL_MEASURES = (
     MEAN_COSINE,
     P1_COSINE,
@@ -65,6 +69,10 @@ ALL_MEASURES = (
     TOP5_OVERLAP,
     METRIC_DROP,
     TOP5_ACCURACY,
+    TOP10_OVERLAP,
+    RANK_CORRELATION,
+    NDCG10,
+    FULL_HR10,
 )
 BY_NAME = {m.name: m for m in ALL_MEASURES}
 

@@ -17,7 +17,16 @@ from inferopt.recipes.calibration import Calibration
 from inferopt.runtime.base import Backend
 from inferopt.tasks.base import FusionProfile, Source, Task
 
-FAMILY_MODULES = ("torch_eager", "half", "graph", "int8_dynamic", "int8_sensitivity", "int8_static")
+FAMILY_MODULES = (
+    "torch_eager",
+    "half",
+    "graph",
+    "int8_dynamic",
+    "int8_sensitivity",
+    "int8_static",
+    "embedding_int8",
+    "fp16_storage",
+)
 
 
 class RecipeConfig(Protocol):

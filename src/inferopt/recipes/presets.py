@@ -25,6 +25,8 @@ def default_recipes(cpu: CpuInfo, fusion: str, budget: Budget, *, quick: bool, t
         return baselines + _transformer_recipes(cpu, budget, quick=quick)
     if fusion == "cnn":
         return baselines + _cnn_recipes(cpu, quick=quick)
+    if fusion == "embedding":
+        return baselines + _embedding_recipes(cpu, quick=quick)
     return baselines + _plain_recipes(cpu, quick=quick)
 
 
@@ -83,6 +85,26 @@ def _cnn_recipes(cpu: CpuInfo, *, quick: bool) -> list[Any]:
     methods = ("percentile",) if quick else CALIBRATION_METHODS
     dynamic = replace(DynamicInt8Config.for_cpu(cpu, name="int8-dynamic-linear", graph="plain"), op_types=LINEAR)
     return [GraphConfig(), *(static(m) for m in methods), *([] if quick else [dynamic])]
+
+
+def _embedding_recipes(cpu: CpuInfo, *, quick: bool) -> list[Any]:
+    """Embedding tables plus an MLP (recommenders): the FP32 graph, row-wise INT8 tables, INT8 MatMul on the
+    MLP, both, and FP16 storage of the weights."""
+    from inferopt.recipes.embedding_int8 import EmbeddingInt8Config
+    from inferopt.recipes.fp16_storage import FP16StorageConfig
+    from inferopt.recipes.graph import GraphConfig
+
+    reduce = not cpu.has_int8_dot
+    both = EmbeddingInt8Config(name="int8-tables-matmul", tables=True, linear=True, reduce_range=reduce)
+    if quick:
+        return [GraphConfig(), both]
+    return [
+        GraphConfig(),
+        EmbeddingInt8Config(name="int8-tables"),
+        EmbeddingInt8Config(name="int8-matmul", tables=False, linear=True, reduce_range=reduce),
+        both,
+        FP16StorageConfig(),
+    ]
 
 
 def _plain_recipes(cpu: CpuInfo, *, quick: bool) -> list[Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import struct
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,20 +141,29 @@ class CacheKeys:
 
 
 class MemoryLRU:
-    """Least-recently-used eviction once the entries' bytes pass `max_bytes`. Used from the event loop only."""
+    """Least-recently-used eviction once the entries' bytes pass `max_bytes`; an entry older than `ttl_s` is a
+    miss (and is dropped) however often it is read. Used from the event loop only."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, ttl_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self.clock = clock
         self.nbytes = 0
-        self._entries: OrderedDict[str, CachedResult] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[CachedResult, float]] = OrderedDict()  # entry, expiry time
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: str) -> CachedResult | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        entry, expires = found
+        if self.clock() >= expires:
+            del self._entries[key]
+            self.nbytes -= entry.nbytes
+            return None
+        self._entries.move_to_end(key)
         return entry
 
     def put(self, key: str, entry: CachedResult) -> None:
@@ -160,11 +171,12 @@ class MemoryLRU:
             return
         old = self._entries.pop(key, None)
         if old is not None:
-            self.nbytes -= old.nbytes
-        self._entries[key] = entry
+            self.nbytes -= old[0].nbytes
+        expires = self.clock() + self.ttl_s if self.ttl_s is not None else math.inf
+        self._entries[key] = (entry, expires)
         self.nbytes += entry.nbytes
         while self.nbytes > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
+            _, (evicted, _) = self._entries.popitem(last=False)
             self.nbytes -= evicted.nbytes
 
 

@@ -53,7 +53,7 @@ def serve_command(
     ] = None,
     timeout_ms: Annotated[int, _opt("Per-request deadline (else 504)", "timeout_ms")] = _D.timeout_ms,
     cache: Annotated[str, _opt("memory, off, or redis://HOST:PORT/DB (memory in front of Redis)", "cache")] = _D.cache,
-    cache_ttl: Annotated[int, _opt("Seconds a Redis entry lives", "cache_ttl")] = _D.cache_ttl,
+    cache_ttl: Annotated[int, _opt("Seconds a cache entry lives (in memory and in Redis)", "cache_ttl")] = _D.cache_ttl,
     cache_memory_mb: Annotated[float, _opt("In-process cache size", "cache_memory_mb")] = _D.cache_memory_mb,
     sessions: Annotated[int | None, _opt("Runtime sessions (workers) (default: the artifact's)", "sessions")] = None,
     access_log: Annotated[bool, _opt("One JSON line per request on stderr", "access_log")] = _D.access_log,

@@ -37,7 +37,7 @@ class ServeConfig:
     max_request_bytes: int | None = None  # None: the task's own limit (text 4 MiB, images 32 MiB)
     timeout_ms: int = 30_000
     cache: str = CACHE_MEMORY  # memory | off | redis://HOST:PORT/DB
-    cache_ttl: int = 86_400  # seconds, Redis tier only: keys carry the artifact id, so they never go stale
+    cache_ttl: int = 86_400  # seconds an entry lives, in memory and in Redis (keys carry the artifact id)
     cache_memory_mb: float = 256.0
     sessions: int | None = None  # None: the artifact's benchmarked number of runtime sessions
     access_log: bool = True

@@ -130,7 +130,7 @@ class ServerState:
         if not config.cache_enabled:
             return None, None, None
         keys = CacheKeys(model.artifact_id, model.task.cache_key)
-        memory = MemoryLRU(int(config.cache_memory_mb * 1024 * 1024))
+        memory = MemoryLRU(int(config.cache_memory_mb * 1024 * 1024), config.cache_ttl)
         redis = None
         if config.redis_url is not None:
             redis = RedisTier(config.redis_url, config.cache_ttl, self.metrics, forms)

@@ -15,9 +15,15 @@ TASKS = {
     "text-embedding": "inferopt.tasks.text_embedding:TextEmbeddingTask",
     "image-classification": "inferopt.tasks.image_classification:ImageClassificationTask",
     "tensor": "inferopt.tasks.tensor:TensorTask",
+    "recommendation": "inferopt.tasks.recommendation:RecommendationTask",
 }
 DEFAULT_TASK = "text-embedding"  # optimize with no MODEL: the bundled all-MiniLM-L6-v2
-DETECTION_ORDER = ("image-classification", "tensor", "text-embedding")  # the more particular claims first
+DETECTION_ORDER = (
+    "image-classification",
+    "recommendation",
+    "tensor",
+    "text-embedding",
+)  # the more particular claims first
 
 
 def names() -> list[str]:

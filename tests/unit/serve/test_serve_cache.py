@@ -51,6 +51,20 @@ def test_lru_replacing_a_key_keeps_the_byte_count_right() -> None:
     assert lru.get("k").cost == 4
 
 
+def test_lru_entries_expire_after_their_ttl_and_free_their_bytes() -> None:
+    now = [100.0]
+    lru = MemoryLRU(max_bytes=10_000, ttl_s=30, clock=lambda: now[0])
+    lru.put("old", entry(1))
+    now[0] = 120.0
+    lru.put("new", entry(2))
+    assert lru.get("old") is not None  # 20 s old: alive, and reading it does not extend its life
+    now[0] = 130.0
+    assert lru.get("old") is None and lru.get("new") is not None
+    assert len(lru) == 1 and lru.nbytes == entry(2).nbytes
+    now[0] = 150.0
+    assert lru.get("new") is None and lru.nbytes == 0
+
+
 def test_an_entry_larger_than_the_whole_cache_is_not_kept() -> None:
     lru = MemoryLRU(max_bytes=10)
     lru.put("k", entry(1))
