@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 STSB   := ../shared/data/stsbenchmark/sts-dev.csv
 DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
 
-.PHONY: setup demo demo-image test lint bench clean
+.PHONY: setup demo demo-image demo-recsys test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: setup  ## optimize the bundled all-MiniLM-L6-v2 into build/demo, with its 
 demo-image: setup  ## optimize the bundled EfficientNet-Lite0 (ImageNet) into build/demo-image, with its report
 	$(VENV)/bin/inferopt optimize --task image-classification --out build/demo-image --force
 
+demo-recsys: setup  ## train NeuMF on MovieLens 100K (or reuse it), optimize it into build/demo-recsys, with its report
+	$(PY) -m inferopt.tasks.recommendation.train --out build/recsys/model
+	$(VENV)/bin/inferopt optimize build/recsys/model --out build/demo-recsys --force
+
 test: setup  ## the whole suite: unit, integration (real MiniLM, Redis), e2e
 	$(PY) -m pytest -q
 
@@ -34,12 +38,13 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
-bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.md (about 45 minutes)
+bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.md (about an hour)
 	$(PY) benchmarks/seed_study.py --out build/bench/optimized --json build/bench/seed_study.json
 	$(PY) benchmarks/serve.py build/bench/optimized/artifact --json build/bench/serve.json
 	$(PY) benchmarks/byo.py --out build/bench/byo --json build/bench/byo.json
 	$(PY) benchmarks/image.py --out build/bench/image --json build/bench/image.json
 	$(PY) benchmarks/digits.py --json build/bench/digits.json
+	$(PY) benchmarks/recsys.py --json build/bench/recsys.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

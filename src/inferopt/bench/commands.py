@@ -28,8 +28,15 @@ def load_command(
     arrival: Annotated[str, ArrivalOption] = "poisson",
     concurrency: Annotated[int | None, typer.Option(help="Closed loop with N connections instead of a rate")] = None,
     inputs: Annotated[
-        Path | None, typer.Option(help="Texts (one per line, or STS format) or tensor rows (.npz); default: built-in")
+        Path | None,
+        typer.Option(
+            help="Texts (one per line, or STS format), tensor rows (.npz), images (a folder), or KServe v1 "
+            "instances (.jsonl, one JSON object per line); default: built-in"
+        ),
     ] = None,
+    in_order: Annotated[
+        bool, typer.Option("--in-order", help="Send the inputs in file order, cycling (replay a recorded sequence)")
+    ] = False,
     zipf: Annotated[
         float | None, typer.Option(help="Pick inputs with a Zipf skew (e.g. 1.1) for cache studies")
     ] = None,
@@ -58,7 +65,7 @@ def load_command(
     open_rate = None if concurrency is not None else (default_rate if rate is None else rate)
     config = LoadConfig(
         url=url, rate=open_rate, duration_s=duration, warmup_s=warmup, arrival=cast(Arrival, arrival),
-        concurrency=concurrency, inputs=inputs, zipf=zipf, distinct=distinct, model=model,
+        concurrency=concurrency, inputs=inputs, zipf=zipf, distinct=distinct, in_order=in_order, model=model,
         items_per_request=items_per_request, seed=seed, timeout_s=timeout, connections=connections, workers=workers,
     )  # fmt: skip
     console = Console()
@@ -127,8 +134,15 @@ def profile_command(
     requests: Annotated[int, typer.Option(help="Requests to time, one at a time")] = 1000,
     warmup: Annotated[int, typer.Option(help="Requests sent first and not timed")] = 20,
     inputs: Annotated[
-        Path | None, typer.Option(help="Texts (one per line, or STS format) or tensor rows (.npz); default: built-in")
+        Path | None,
+        typer.Option(
+            help="Texts (one per line, or STS format), tensor rows (.npz), images (a folder), or KServe v1 "
+            "instances (.jsonl, one JSON object per line); default: built-in"
+        ),
     ] = None,
+    in_order: Annotated[
+        bool, typer.Option("--in-order", help="Send the inputs in file order, cycling (replay a recorded sequence)")
+    ] = False,
     chart: Annotated[Path | None, typer.Option(help="Stacked bar chart of the stages (.png or .html)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the breakdown as JSON here")] = None,
 ) -> None:

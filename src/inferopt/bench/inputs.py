@@ -27,11 +27,14 @@ METADATA_TIMEOUT_S = 10.0
 STS_COLUMNS = 7  # genre, file, year, id, score, sentence1, sentence2
 
 
-def load_inputs(path: Path | None) -> list[str] | list[Row] | list[dict[str, str]]:
-    """Rows of an .npz file (arrays with the batch on axis 0); image files (a folder of them, or one) as
-    {"b64": ...} instances; else texts (see load_texts)."""
+def load_inputs(path: Path | None) -> list[str] | list[Row] | list[dict[str, Any]]:
+    """Rows of an .npz file (arrays with the batch on axis 0); KServe v1 instances, one JSON object per line of a
+    .jsonl file (recommendation queries such as {"user_id": 42, "k": 10}), in file order with repeats kept (a
+    replay); image files (a folder of them, or one) as {"b64": ...} instances; else texts (see load_texts)."""
     if path is not None and path.suffix.lower() == ".npz":
         return read_rows(path, "--inputs")
+    if path is not None and path.suffix.lower() == ".jsonl":
+        return load_instances(path)
     if path is not None and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES):
         return load_images(path)
     return load_texts(path)
@@ -45,6 +48,25 @@ def load_images(path: Path) -> list[dict[str, str]]:
     if not files:
         raise InputError(f"--inputs {path}: no image files ({', '.join(IMAGE_SUFFIXES)})", "")
     return [{"b64": base64.b64encode(f.read_bytes()).decode("ascii")} for f in files]
+
+
+def load_instances(path: Path) -> list[dict[str, Any]]:
+    """JSON objects, one per non-blank line; InputError naming the line of one that is not."""
+    content = read_text_file(path, "--inputs", "Inputs file", "a .jsonl file of JSON objects, one per line")
+    instances = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"--inputs {path}, line {number}: not JSON ({exc})", "one JSON object per line") from None
+        if not isinstance(value, dict):
+            raise InputError(f"--inputs {path}, line {number}: not a JSON object", "one JSON object per line")
+        instances.append(value)
+    if not instances:
+        raise InputError(f"--inputs {path} holds no JSON objects", "one JSON object per line")
+    return instances
 
 
 def load_texts(path: Path | None) -> list[str]:

@@ -60,6 +60,7 @@ class LoadConfig:
     inputs: Path | None = None
     zipf: float | None = None
     distinct: int | None = None
+    in_order: bool = False  # request i carries input i (cycling): a replay of the file's sequence
     model: str | None = None
     items_per_request: int = 1
     seed: int = 0
@@ -86,6 +87,8 @@ class LoadConfig:
                 raise InputError(f"{flag} must be at least 1, got {value}", "")
         if self.zipf is not None and self.zipf <= 0:
             raise InputError(f"--zipf must be > 0, got {self.zipf:g}", "1.1 is a typical cache-study skew")
+        if self.zipf is not None and self.in_order:
+            raise InputError("--in-order replays the inputs file as it is; --zipf samples it", "pick one")
         self._check_mode()
 
     def _check_mode(self) -> None:
@@ -191,12 +194,17 @@ def _plans(config: LoadConfig, target: Target, requests: list[bytes]) -> tuple[l
         return WorkerPlan(target, requests, inputs, intended, connections, start=0.0, stop=config.duration_s,
                           timeout_s=config.timeout_s)  # fmt: skip
 
+    def sequence(count: int) -> np.ndarray:
+        if config.in_order:
+            return np.arange(count, dtype=np.int64) % len(requests)
+        return input_sequence(count, len(requests), zipf=config.zipf, seed=config.seed)
+
     if config.mode == CLOSED_LOOP:
-        inputs = input_sequence(CLOSED_LOOP_INPUTS, len(requests), zipf=config.zipf, seed=config.seed)
+        inputs = sequence(CLOSED_LOOP_INPUTS)
         n = config.concurrency or 1
         return [plan(inputs[k::w], None, n // w + (k < n % w)) for k in range(w)], 0
     offsets = arrival_offsets(config.rate, config.duration_s, config.arrival, config.seed)  # type: ignore[arg-type]
-    inputs = input_sequence(offsets.size, len(requests), zipf=config.zipf, seed=config.seed)
+    inputs = sequence(offsets.size)
     # Round-robin: each process gets every w-th request, so all of them carry the same mix and rate.
     conns = math.ceil(config.connections / w)
     return [plan(inputs[k::w], offsets[k::w], conns) for k in range(w)], int(offsets.size)

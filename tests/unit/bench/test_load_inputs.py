@@ -54,3 +54,36 @@ def test_requests_are_encoded_once_per_distinct_input(tmp_path: Path) -> None:
     requests = build_requests(config, parse_target(config.url))
     assert len(requests) == 3
     assert requests[0].endswith(b'{"input":["alpha","beta"],"model":"m"}')
+
+
+def test_jsonl_instances_keep_their_order_and_repeats(tmp_path: Path) -> None:
+    from inferopt.bench.inputs import load_inputs
+
+    path = tmp_path / "replay.jsonl"
+    path.write_text('{"user_id": 3, "k": 10}\n\n{"user_id": 1}\n{"user_id": 3, "k": 10}\n', encoding="utf-8")
+    assert load_inputs(path) == [{"user_id": 3, "k": 10}, {"user_id": 1}, {"user_id": 3, "k": 10}]
+    target = parse_target("http://127.0.0.1:1/v1/models/m:predict")
+    requests = build_requests(LoadConfig(target.url, inputs=path, in_order=True), target)
+    assert len(requests) == 3 and requests[0].endswith(b'{"instances":[{"user_id":3,"k":10}]}')
+
+
+@pytest.mark.parametrize(("content", "match"), [('{"user_id": 1}\n[1, 2]\n', "line 2: not a JSON object"),
+                                                ('{"user_id": 1\n', "line 1: not JSON")])  # fmt: skip
+def test_a_bad_jsonl_line_is_named(tmp_path: Path, content: str, match: str) -> None:
+    from inferopt.bench.inputs import load_inputs
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=match):
+        load_inputs(path)
+
+
+def test_in_order_sends_the_file_sequence_cycling_and_refuses_zipf() -> None:
+    from inferopt.bench.loadgen import _plans
+
+    target = parse_target("http://127.0.0.1:1/v1/models/m:predict")
+    config = LoadConfig(target.url, rate=100, duration_s=1.0, warmup_s=0.0, in_order=True, arrival="constant")
+    plans, total = _plans(config, target, [b"a", b"b", b"c"])
+    assert total == 100 and plans[0].inputs[:7].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    with pytest.raises(InputError, match="--in-order replays"):
+        LoadConfig(target.url, in_order=True, zipf=1.1)
