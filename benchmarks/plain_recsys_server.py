@@ -53,6 +53,7 @@ def predict(name: str, body: dict[str, Any]) -> dict[str, Any]:
         with torch.inference_mode():
             items, scores = state["model"](
                 torch.tensor([row]),
+                torch.tensor([state["pad"]]),  # no anchor item: a user's recommendations
                 seen[None] if len(seen) else torch.tensor([[state["pad"]]]),
                 torch.tensor([[state["pad"]]]),
                 torch.tensor([int(instance.get("k", 10))]),

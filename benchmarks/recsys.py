@@ -6,7 +6,8 @@ run on one machine, driven by `inferopt load` replaying requests that follow the
 2. The replay: 200,000 "top 10 for this user" requests, each user drawn in proportion to their ratings in the
    data (its own popularity: users ask as often as they rated), seeded.
 3. Hit rate against cache capacity (entries), by simulating the LRU over the replay (exact for LRU), and the
-   smallest capacity whose hit rate reaches 90%; the server's cache is then sized to that many entries.
+   smallest capacity whose hit rate reaches 90% (plotted in OUT/hit_rate.png); the server's cache is then sized
+   to that many entries.
 4. Open-loop peak rates with p99 <= 35 ms (find-peak) for: the plain server (benchmarks/plain_recsys_server.py:
    FastAPI + PyTorch eager, one forward per request, no batching, no cache), `inferopt serve` with the cache off,
    and with the cache at that capacity; the plain server's peak with p99 <= 450 ms, and inferopt's p99 at that
@@ -92,6 +93,29 @@ def capacity_for(sequence: list[int], target: float) -> int:
         else:
             lo = mid + 1
     return lo
+
+
+def plot_hit_rate(sequence: list[int], capacity: int, path: Path) -> None:
+    """Hit rate against capacity (the LRU simulation), with the target and the capacity that reaches it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(range(25, len(set(sequence)) + 25, 25))
+    rates = [lru_hit_rate(sequence, c) for c in sizes]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(sizes, rates, marker=".", label="LRU hit rate on the replay")
+    ax.axhline(TARGET_HIT_RATE, color="grey", linestyle="--", label=f"{TARGET_HIT_RATE:.0%}")
+    ax.axvline(capacity, color="tab:green", linestyle=":", label=f"{capacity} entries")
+    ax.set_xlabel("cache capacity (entries: one user's top 10 each)")
+    ax.set_ylabel("hit rate")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right")
+    ax.set_title("Popularity replay of MovieLens 100K: cache hit rate by capacity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def entry_bytes(artifact: Path, users: list[int]) -> int:
@@ -242,6 +266,7 @@ def main() -> None:
     curve = {c: round(lru_hit_rate(users, c), 4) for c in capacities}
     capacity = capacity_for(users, TARGET_HIT_RATE)
     size = entry_bytes(artifact, users)
+    plot_hit_rate(users, capacity, args.out / "hit_rate.png")
     console.print(f"replay: {len(users):,} requests, {len(set(users))} users; LRU hit rate by capacity {curve}")
     console.print(f"{capacity} entries reach {TARGET_HIT_RATE:.0%}; an entry is at most {size} bytes")
     results: dict[str, Any] = {"requests": len(users), "hit_rate_by_capacity": curve, "capacity_90": capacity,

@@ -87,6 +87,16 @@ def test_candidates_come_back_ranked_and_seen_items_only_when_asked(
     assert set(dropped.json()["predictions"][0]["items"]) == set(candidates) - history[7]
 
 
+def test_similar_items_for_a_product_page_never_include_the_item(server: ServerThread) -> None:
+    response = httpx.post(server.url + PREDICT, json={"instances": [{"item_id": 50, "k": 5}]})
+    assert response.status_code == 200
+    similar = response.json()["predictions"][0]
+    assert len(similar["items"]) == 5 and 50 not in similar["items"]
+    assert similar["scores"] == sorted(similar["scores"], reverse=True) and similar["scores"][0] <= 1.0
+    v2 = httpx.post(server.url + f"/v2/models/{NAME}/infer", content=encode_infer_request({"item_id": np.array([50])}))
+    assert decode_outputs(v2.content)["items"].tolist()[0][:5] == similar["items"]
+
+
 def test_oip_v2_answers_what_kserve_v1_does(server: ServerThread) -> None:
     body = encode_infer_request({"user_id": np.array([42, 5]), "k": np.array([4, 4])})
     response = httpx.post(server.url + f"/v2/models/{NAME}/infer", content=body)

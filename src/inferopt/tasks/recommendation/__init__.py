@@ -1,10 +1,11 @@
 """Recommendations: a NeuMF ranking model trained on MovieLens 100K (train.py), served as "top k items for this
-user" and "rank these candidates for this user".
+user", "rank these candidates for this user" and "the k items most like this one" (a product page).
 
-A raw input is a Query: a user row, k, the candidate item rows (none: the whole catalogue) and whether the user's
-already-seen items are excluded. Requests and responses speak the catalogue's own ids (MovieLens user and item
-ids); rows are internal, and the id maps and the users' training histories travel in the artifact
-(catalogue.json, history.json). The exported graph scores every item and takes the top k in one call.
+A raw input is a Query: a user row (or an anchor item row), k, the candidate item rows (none: the whole
+catalogue) and whether the user's already-seen items are excluded. Requests and responses speak the
+catalogue's own ids (MovieLens user and item ids); rows are internal, and the id maps and the users' training
+histories travel in the artifact (catalogue.json, history.json). The exported graph scores every item and
+takes the top k in one call.
 
 Bad input is a 422 that names the field: an unknown user or item id (there is no silent fallback to popular
 items: a typo would look like a cold-start user), a non-integer id, k outside 1 .. the items the query can
@@ -44,17 +45,20 @@ from inferopt.tasks.recommendation.catalogue import Catalogue
 DEFAULT_K = 10
 EVAL_K = 100  # results per eval query: the 99 negatives and the held-out item are all ranked
 CALIBRATION_QUERIES = 128
-INPUTS = ("user", "exclude", "candidates", "k")
+INPUTS = ("user", "item", "exclude", "candidates", "k")
 OUTPUTS = ("items", "scores")
-QUERY_FIELDS = ("user_id", "k", "candidates", "exclude_seen")
+QUERY_FIELDS = ("user_id", "item_id", "k", "candidates", "exclude_seen")
+EVAL_ANCHORS = 300  # items whose neighbours the eval set asks for, spread over the catalogue
+SIMILAR = 2  # the eval label of an item query
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    user: int  # user row
+    user: int  # user row (0, unused, for an item query)
     k: int
     candidates: tuple[int, ...] = ()  # item rows to rank; (): the whole catalogue
     exclude_seen: bool = True
+    item: int | None = None  # the anchor item row of a "similar items" query
     explicit: frozenset[str] = field(default=frozenset(), compare=False)  # what the instance set itself
     field: str = field(default="query", compare=False)  # where the request held it: `instances[2]`
 
@@ -104,6 +108,7 @@ class RecommendationTask(Task):
         pad = self.catalogue.num_items
         example = {
             "user": np.array([0, 1], np.int64),
+            "item": np.array([pad, 3], np.int64),
             "exclude": np.array([[0, 1, pad], [2, pad, pad]], np.int64),
             "candidates": np.full((2, 1), pad, np.int64),
             "k": np.array([DEFAULT_K, DEFAULT_K], np.int64),
@@ -114,6 +119,7 @@ class RecommendationTask(Task):
         return IOSchema(
             (
                 TensorSpec("user", "int64", ("batch",)),
+                TensorSpec("item", "int64", ("batch",)),
                 TensorSpec("exclude", "int64", ("batch", "excluded")),
                 TensorSpec("candidates", "int64", ("batch", "candidate")),
                 TensorSpec("k", "int64", ("batch",)),
@@ -123,7 +129,8 @@ class RecommendationTask(Task):
 
     def eval_data(self, path: Path | None, limit: int | None = None) -> EvalSet:
         """Per user, two queries on the held-out interactions: the top 100 of the whole catalogue (seen items
-        excluded), and the held-out item ranked among its 99 sampled negatives."""
+        excluded), and the held-out item ranked among its 99 sampled negatives; and the 100 items most like each
+        of 300 items spread over the catalogue."""
         if path is not None:
             raise InputError(
                 "--data is not taken by the recommendation task: it evaluates on the model folder's held-out "
@@ -133,7 +140,7 @@ class RecommendationTask(Task):
         folder = self._folder()
         users = range(len(folder.test_items) if limit is None else min(limit, len(folder.test_items)))
         inputs: list[Query] = []
-        labels: list[tuple[int, int]] = []  # (held-out item id, 1 for a candidate query)
+        labels: list[tuple[int, int]] = []  # (held-out item id, 1 for a candidate query, 2 for similar items)
         for user in users:
             test = folder.test_items[user]
             held_out = self.catalogue.item_ids[test]
@@ -143,7 +150,11 @@ class RecommendationTask(Task):
                 Query(user, len(candidates), candidates, False, field=f"user {self.catalogue.user_ids[user]}")
             )
             labels += [(held_out, 0), (held_out, 1)]
-        summary = f"{len(users):,} held-out interactions, {len(inputs):,} queries"
+        anchors = EVAL_ANCHORS if limit is None else min(EVAL_ANCHORS, limit)
+        for row in np.linspace(0, self.catalogue.num_items - 1, anchors).astype(int).tolist():
+            inputs.append(Query(0, EVAL_K, (), False, row, field=f"item {self.catalogue.item_ids[row]}"))
+            labels.append((-1, SIMILAR))
+        summary = f"{len(users):,} held-out interactions, {anchors} items' neighbours, {len(inputs):,} queries"
         return EvalSet("MovieLens 100K held-out", tuple(inputs), np.array(labels, np.int64), summary)
 
     def calibration_inputs(self) -> list[Any]:
@@ -171,9 +182,13 @@ class RecommendationTask(Task):
         items = []
         for raw in raws:
             query = raw if isinstance(raw, Query) else self.instance(raw, "input")
-            exclude = self.catalogue.seen(query.user) if query.exclude_seen else self.catalogue.nothing
+            if query.item is not None:
+                exclude = np.array([query.item], np.int64)  # never the item itself
+            else:
+                exclude = self.catalogue.seen(query.user) if query.exclude_seen else self.catalogue.nothing
             candidates = np.array(query.candidates, np.int64)
-            items.append(Item((query.user, exclude, candidates, query.k)))
+            anchor = self.catalogue.num_items if query.item is None else query.item
+            items.append(Item((query.user, exclude, candidates, query.k, anchor)))
         return items
 
     def collate(self, items: Sequence[Item]) -> Arrays:
@@ -184,11 +199,12 @@ class RecommendationTask(Task):
         exclude = np.full((rows, excluded), pad, np.int64)
         candidates = np.full((rows, asked), pad, np.int64)
         for row, item in enumerate(items):
-            _, seen, wanted, _ = item.data
+            _, seen, wanted, _, _ = item.data
             exclude[row, : len(seen)] = seen
             candidates[row, : len(wanted)] = wanted
         return {
             "user": np.array([item.data[0] for item in items], np.int64),
+            "item": np.array([item.data[4] for item in items], np.int64),
             "exclude": exclude,
             "candidates": candidates,
             "k": np.array([item.data[3] for item in items], np.int64),
@@ -208,21 +224,27 @@ class RecommendationTask(Task):
         return {"items": outputs["items"].tolist(), "scores": [round(float(s), 6) for s in outputs["scores"]]}
 
     def canonical(self, raw: Any) -> bytes:
-        """The user row, k, the exclusion flag and the candidate rows: one entry per entity and k."""
+        """The user (or anchor item) row, k, the exclusion flag and the candidate rows: one entry per entity and
+        k."""
         query = raw if isinstance(raw, Query) else self.instance(raw, "input")
-        head = b"u%d:k%d:x%d:" % (query.user, query.k, query.exclude_seen)
+        entity = b"u%d" % query.user if query.item is None else b"i%d" % query.item
+        head = b"%s:k%d:x%d:" % (entity, query.k, query.exclude_seen)
         return head + np.array(query.candidates, np.int64).tobytes()
 
     def instance(self, value: Any, field: str) -> Any:
         """{"user_id": 42, "k": 10}, with "candidates": [item ids] to rank those, "exclude_seen": false to keep
-        what the user has seen (the default excludes it unless candidates are given)."""
+        what the user has seen (the default excludes it unless candidates are given); {"item_id": 50, "k": 10}
+        for the items most like item 50 (never itself), optionally among "candidates"."""
         if not isinstance(value, dict):
             raise InvalidInput(f'{field} must be an object such as {{"user_id": 42, "k": 10}}', field)
         unknown = sorted(set(value) - set(QUERY_FIELDS))
         if unknown:
             raise InvalidInput(f"{field} has unknown fields {unknown}; a query takes {list(QUERY_FIELDS)}", field)
-        if "user_id" not in value:
-            raise InvalidInput(f"{field} needs user_id", f"{field}.user_id")
+        if ("user_id" in value) == ("item_id" in value):
+            which = "holds both user_id and item_id; give one" if "user_id" in value else "needs user_id or item_id"
+            raise InvalidInput(f"{field} {which} (a user's items, or the items similar to one)", field)
+        if "item_id" in value:
+            return self._similar(value, field)
         user = self.catalogue.user_row(value["user_id"], f"{field}.user_id")
         candidates = (
             self.catalogue.candidate_rows(value["candidates"], f"{field}.candidates") if "candidates" in value else ()
@@ -230,13 +252,37 @@ class RecommendationTask(Task):
         exclude = value.get("exclude_seen", not candidates)
         if not isinstance(exclude, bool):
             raise InvalidInput(f"{field}.exclude_seen must be true or false, got {exclude!r}", f"{field}.exclude_seen")
-        query = Query(user, 0, candidates, exclude, frozenset(value), field)
+        query = Query(user, 0, candidates, exclude, explicit=frozenset(value), field=field)
         default = self.catalogue.available(user, candidates, exclude) if candidates else DEFAULT_K
+        if not default:
+            raise InvalidInput(
+                f"{field}.candidates: user {value['user_id']} has seen every one (exclude_seen)", f"{field}.candidates"
+            )
         k = value.get("k", default)
         return self._with_k(query, k, f"{field}.k")
 
+    def _similar(self, value: dict[str, Any], field: str) -> Query:
+        if "exclude_seen" in value:
+            raise InvalidInput(
+                f"{field}.exclude_seen is for user queries; an item query never returns the item",
+                f"{field}.exclude_seen",
+            )
+        anchor = self.catalogue.item_row(value["item_id"], f"{field}.item_id")
+        candidates = (
+            self.catalogue.candidate_rows(value["candidates"], f"{field}.candidates") if "candidates" in value else ()
+        )
+        query = Query(0, 0, candidates, False, anchor, explicit=frozenset(value) | {"exclude_seen"}, field=field)
+        default = self.catalogue.available_like(anchor, candidates) if candidates else DEFAULT_K
+        if not default:
+            raise InvalidInput(f"{field}.candidates: nothing to rank besides item {value['item_id']} itself",
+                               f"{field}.candidates")  # fmt: skip
+        return self._with_k(query, value.get("k", default), f"{field}.k")
+
     def _with_k(self, query: Query, k: Any, field: str) -> Query:
-        available = self.catalogue.available(query.user, query.candidates, query.exclude_seen)
+        if query.item is not None:
+            available = self.catalogue.available_like(query.item, query.candidates)
+        else:
+            available = self.catalogue.available(query.user, query.candidates, query.exclude_seen)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput(f"{field} must be a whole number of at least 1, got {k!r}", field)
         if k > available:
@@ -245,10 +291,13 @@ class RecommendationTask(Task):
 
     def to_instance(self, raw: Any) -> Any:
         query = raw if isinstance(raw, Query) else self.instance(raw, "input")
-        instance: dict[str, Any] = {"user_id": self.catalogue.user_ids[query.user], "k": query.k}
+        if query.item is not None:
+            instance: dict[str, Any] = {"item_id": self.catalogue.item_ids[query.item], "k": query.k}
+        else:
+            instance = {"user_id": self.catalogue.user_ids[query.user], "k": query.k}
         if query.candidates:
             instance["candidates"] = [self.catalogue.item_ids[i] for i in query.candidates]
-        if query.exclude_seen == bool(query.candidates):
+        if query.item is None and query.exclude_seen == bool(query.candidates):
             instance["exclude_seen"] = query.exclude_seen
         return instance
 
@@ -280,6 +329,7 @@ class RecommendationTask(Task):
     def v2_inputs(self) -> list[dict[str, Any]]:
         return [
             {"name": "user_id", "datatype": "INT64", "shape": [-1]},
+            {"name": "item_id", "datatype": "INT64", "shape": [-1]},
             {"name": "k", "datatype": "INT64", "shape": [-1]},
             {"name": "candidates", "datatype": "INT64", "shape": [-1, -1]},
             {"name": "exclude_seen", "datatype": "BOOL", "shape": [-1]},
@@ -292,6 +342,7 @@ class RecommendationTask(Task):
         return [
             {
                 "user": np.zeros(rows, np.int64),
+                "item": np.full(rows, pad, np.int64),
                 "exclude": np.full((rows, longest), pad, np.int64),
                 "candidates": np.full((rows, 1), pad, np.int64),
                 "k": np.full(rows, DEFAULT_K, np.int64),

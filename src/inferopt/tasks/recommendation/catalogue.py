@@ -65,6 +65,13 @@ class Catalogue:
             )
         return row
 
+    def item_row(self, value: Any, field: str) -> int:
+        item_id = _integer(value, field)
+        row = self._item_row.get(item_id)
+        if row is None:
+            raise InvalidInput(f"{field}: unknown item {item_id}; the catalogue has {self.num_items:,} items", field)
+        return row
+
     def candidate_rows(self, value: Any, field: str) -> tuple[int, ...]:
         if not isinstance(value, list) or not value:
             raise InvalidInput(f"{field} must be a non-empty list of item ids", field)
@@ -90,7 +97,18 @@ class Catalogue:
             return sum(1 for c in candidates if c not in seen)
         return pool - len(seen)
 
+    def available_like(self, anchor: int, candidates: tuple[int, ...]) -> int:
+        """How many items a "similar to `anchor`" query can return: never the anchor itself."""
+        if candidates:
+            return sum(1 for c in candidates if c != anchor)
+        return self.num_items - 1
+
     def describe_available(self, query: Any) -> str:
+        if query.item is not None:
+            count = self.available_like(query.item, query.candidates)
+            item = self.item_ids[query.item]
+            what = ("candidate" if count == 1 else "candidates") if query.candidates else "other items"
+            return f"the {count:,} {what} besides item {item}"
         count = self.available(query.user, query.candidates, query.exclude_seen)
         user = self.user_ids[query.user]
         if query.candidates:

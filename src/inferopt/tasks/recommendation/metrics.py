@@ -1,6 +1,7 @@
 """How a recommender variant is judged against FP32, on the held-out interactions (see eval_data):
 
-- top-10 overlap: the mean share of FP32's 10 best items (whole catalogue, seen excluded) still in the 10 best;
+- top-10 overlap: the mean share of FP32's 10 best items (a user's, over the whole catalogue with seen items
+  excluded; or an item's most similar) still in the 10 best;
 - rank correlation: Spearman's rho between FP32's and the variant's scores of the same 100 candidates (the
   held-out item and its 99 negatives), mean over users: does the variant order items as FP32 does;
 - the task metric, HR@10 with 99 sampled negatives (in points: 100 x the share of users whose held-out item
@@ -73,14 +74,14 @@ class RecommendationMetrics(Metrics):
         self, data: EvalSet, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
     ) -> AccuracyReport:
         labels = np.asarray(data.labels)
-        full, sampled = labels[:, 1] == 0, labels[:, 1] == 1
+        full, sampled, similar = labels[:, 1] == 0, labels[:, 1] == 1, labels[:, 1] == 2
         held_out = labels[:, 0]
         ref_items, items = reference["items"], candidate["items"]
         ranks = held_out_ranks(items[sampled], held_out[sampled])
         ref_ranks = held_out_ranks(ref_items[sampled], held_out[sampled])
         metric, reference_metric = 100 * ranking.hit_rate(ranks), 100 * ranking.hit_rate(ref_ranks)
         measures: dict[str, float | None] = {
-            "top10_overlap": top_overlap(ref_items[full], items[full]),
+            "top10_overlap": top_overlap(ref_items[full | similar], items[full | similar]),
             "rank_correlation": spearman_by_item(
                 ref_items[sampled], reference["scores"][sampled], items[sampled], candidate["scores"][sampled]
             ),

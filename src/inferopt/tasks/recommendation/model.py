@@ -8,8 +8,11 @@ k for these users" or "rank these candidates" in one call, with no Python loop o
 what `pair_scores` does for every item, arranged so the item side of the first MLP layer and of the GMF path is a
 product of weights alone (ONNX Runtime folds such products into constants when it loads the graph).
 
-Masks use item row `num_items` as padding: `exclude` lists rows never to return (already seen), `candidates`
-rows to rank (a row of padding only: the whole catalogue).
+A query row asks for a user's items, or, when `item` holds an item row (not the padding row `num_items`), for
+the items most like that one (the product page's "similar items"): cosine similarity of the items' learned
+embeddings, both paths' tables side by side. Masks use item row `num_items` as padding: `exclude` lists rows
+never to return (already seen; the item itself), `candidates` rows to rank (a row of padding only: the whole
+catalogue).
 """
 
 from __future__ import annotations
@@ -80,12 +83,27 @@ class NeuMF(nn.Module):
             h = torch.relu(layer(h))
         return gmf + h @ w_mlp + self.out.bias
 
+    def item_similarity(self, anchors: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each anchor item's embeddings to every item's: (anchors, items)."""
+        vectors = torch.cat([self.item_gmf.weight, self.item_mlp.weight], dim=1)
+        vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return vectors[anchors] @ vectors.T
+
     def forward(
-        self, user: torch.Tensor, exclude: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        exclude: torch.Tensor,
+        candidates: torch.Tensor,
+        k: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(item rows, scores) of each user's k best items, best first; k is the largest of the batch's `k`."""
-        scores = self.catalogue_scores(user)
-        rows, items = scores.shape
+        """(item rows, scores) of each row's k best items, best first; k is the largest of the batch's `k`."""
+        items = self.arch.num_items
+        by_item = item < items
+        scores = torch.where(
+            by_item[:, None], self.item_similarity(item.clamp(max=items - 1)), self.catalogue_scores(user)
+        )
+        rows = scores.shape[0]
         slot = torch.zeros((rows, items + 1), dtype=scores.dtype)  # the last column is where padding lands
         asked = slot.scatter(1, candidates, 1.0)[:, :items] > 0
         restricted = (candidates < items).any(dim=1, keepdim=True)

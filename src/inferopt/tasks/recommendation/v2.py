@@ -1,6 +1,6 @@
-"""Recommendation queries from Open Inference Protocol v2 tensors: user_id INT64 [n], and optionally k INT64 [n]
-(one value for all rows: the response is one tensor per output), candidates INT64 [n, c], exclude_seen BOOL [n].
-Each mistake names the tensor."""
+"""Recommendation queries from Open Inference Protocol v2 tensors: user_id INT64 [n] (a user's items) or item_id
+INT64 [n] (similar items), and optionally k INT64 [n] (one value for all rows: the response is one tensor per
+output), candidates INT64 [n, c], exclude_seen BOOL [n]. Each mistake names the tensor."""
 
 from __future__ import annotations
 
@@ -10,21 +10,22 @@ import numpy as np
 
 from inferopt.tasks.base import InvalidInput
 
-V2_INPUTS = ("user_id", "k", "candidates", "exclude_seen")
+V2_INPUTS = ("user_id", "item_id", "k", "candidates", "exclude_seen")
 
 
 def queries_from_tensors(task: Any, tensors: dict[str, Any]) -> list[Any]:
     unknown = sorted(set(tensors) - set(V2_INPUTS))
-    if unknown or "user_id" not in tensors:
+    if unknown or ("user_id" in tensors) == ("item_id" in tensors):
         names = ", ".join(sorted(tensors)) or "none"
         raise InvalidInput(
-            f"this model takes user_id, and optionally k, candidates, exclude_seen; got {names}", "inputs"
+            f"this model takes user_id or item_id, and optionally k, candidates, exclude_seen; got {names}", "inputs"
         )
-    users = _integers(tensors["user_id"], "user_id", 1)
-    n = len(users)
+    entity = "user_id" if "user_id" in tensors else "item_id"
+    ids = _integers(tensors[entity], entity, 1)
+    n = len(ids)
     candidates = _integers(tensors["candidates"], "candidates", 2) if "candidates" in tensors else None
     if candidates is not None and len(candidates) != n:
-        raise InvalidInput(f"candidates has {len(candidates)} rows for {n} users", "candidates")
+        raise InvalidInput(f"candidates has {len(candidates)} rows for {n} queries", "candidates")
     ks = _integers(tensors["k"], "k", 1) if "k" in tensors else None
     if ks is not None and (len(ks) != n or len(set(ks.tolist())) > 1):
         raise InvalidInput(
@@ -37,7 +38,7 @@ def queries_from_tensors(task: Any, tensors: dict[str, Any]) -> list[Any]:
             raise InvalidInput(f"exclude_seen must be BOOL [{n}]", "exclude_seen")
     queries = []
     for row in range(n):
-        instance: dict[str, Any] = {"user_id": int(users[row])}
+        instance: dict[str, Any] = {entity: int(ids[row])}
         if candidates is not None:
             instance["candidates"] = [int(i) for i in candidates[row]]
         if ks is not None:
