@@ -1,10 +1,11 @@
 """The baseline of benchmarks/recsys.py: the recommendation server a team writes around its PyTorch model.
 
-FastAPI + the trained NeuMF in PyTorch eager, one request = one forward pass over the whole catalogue (the
-model's own top-k), no batching across requests, no cache, a sync endpoint (FastAPI runs it in its thread
-pool), uvicorn with its defaults. It takes the same KServe v1 JSON as `inferopt serve`
-(`{"instances": [{"user_id": 42, "k": 10}]}`), maps catalogue ids to rows and back, excludes what the user has
-seen, and answers the same `{"items": [...], "scores": [...]}`, so one load script drives both.
+FastAPI + the trained NeuMF in PyTorch eager, one request = one pass over the whole catalogue (the model's own
+scoring and top-k, the user path only: this server has no similar-items route), no batching across requests,
+no cache, a sync endpoint (FastAPI runs it in its thread pool), uvicorn with its defaults. It takes the same
+KServe v1 JSON as `inferopt serve` (`{"instances": [{"user_id": 42, "k": 10}]}`), maps catalogue ids to rows
+and back, excludes what the user has seen, and answers the same `{"items": [...], "scores": [...]}`, so one
+load script drives both.
 
     python benchmarks/plain_recsys_server.py MODEL_DIR --port 8031
 """
@@ -50,10 +51,10 @@ def predict(name: str, body: dict[str, Any]) -> dict[str, Any]:
         if row is None:
             raise HTTPException(422, f"unknown user {instance['user_id']}")
         seen = state["seen"][row]
-        with torch.inference_mode():
-            items, scores = state["model"](
-                torch.tensor([row]),
-                torch.tensor([state["pad"]]),  # no anchor item: a user's recommendations
+        with torch.inference_mode():  # the user path only: this server has no similar-items route
+            scores = state["model"].catalogue_scores(torch.tensor([row]))
+            items, scores = state["model"].top_k(
+                scores,
                 seen[None] if len(seen) else torch.tensor([[state["pad"]]]),
                 torch.tensor([[state["pad"]]]),
                 torch.tensor([int(instance.get("k", 10))]),

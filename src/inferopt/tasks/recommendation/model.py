@@ -103,7 +103,14 @@ class NeuMF(nn.Module):
         scores = torch.where(
             by_item[:, None], self.item_similarity(item.clamp(max=items - 1)), self.catalogue_scores(user)
         )
-        rows = scores.shape[0]
+        return self.top_k(scores, exclude, candidates, k)
+
+    @staticmethod
+    def top_k(
+        scores: torch.Tensor, exclude: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best allowed items of each row of `scores`: (item rows, scores), best first."""
+        rows, items = scores.shape
         slot = torch.zeros((rows, items + 1), dtype=scores.dtype)  # the last column is where padding lands
         asked = slot.scatter(1, candidates, 1.0)[:, :items] > 0
         restricted = (candidates < items).any(dim=1, keepdim=True)
