@@ -79,9 +79,14 @@ class NeuMF(nn.Module):
         user_side = self.user_mlp(users) @ first.weight[:, :m].T  # (users, h1)
         item_side = self.item_mlp.weight @ first.weight[:, m:].T + first.bias  # (items, h1)
         h = torch.relu(user_side[:, None, :] + item_side[None, :, :])  # (users, items, h1)
+        rows, items, width = h.shape
+        # One (users x items, width) matrix through the MLP, and the last layer as a matrix of one column: ONNX
+        # Runtime runs a MatMul of a 3-D tensor and a 1-D weight as many small products, and that one op took
+        # half the time (2.4x fewer items/s for the whole graph, 1.3x for PyTorch eager).
+        h = h.reshape(rows * items, width)
         for layer in self.mlp[1:]:
             h = torch.relu(layer(h))
-        return gmf + h @ w_mlp + self.out.bias
+        return gmf + (h @ w_mlp[:, None]).reshape(rows, items) + self.out.bias
 
     def item_similarity(self, anchors: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each anchor item's embeddings to every item's: (anchors, items)."""
