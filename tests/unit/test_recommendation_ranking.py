@@ -9,7 +9,7 @@ import pytest
 
 from inferopt.tasks.base import EvalSet
 from inferopt.tasks.recommendation import ranking
-from inferopt.tasks.recommendation.metrics import RecommendationMetrics, spearman_by_item, top_overlap
+from inferopt.tasks.recommendation.metrics import RecommendationMetrics, _ranks, spearman_by_item, top_overlap
 
 
 def test_hit_rate_and_ndcg_of_known_ranks() -> None:
@@ -67,3 +67,8 @@ def test_top_overlap_and_spearman_on_their_own() -> None:
         np.array([[4.0, 3.0, 2.0, 1.0]]),
     )
     assert rho == pytest.approx(0.8)  # items 3 and 4 swapped: rho = 1 - 6 * 2 / (4 * 15)
+
+
+def test_tied_scores_share_their_average_rank() -> None:
+    assert _ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [3.0, 0.0, 3.0, 1.0, 3.0]
+    assert _ranks(np.array([0.5, 0.5, -1.0])).tolist() == [1.5, 1.5, 0.0]

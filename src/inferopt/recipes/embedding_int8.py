@@ -81,7 +81,7 @@ def quantize_tables(model: Any) -> tuple[Any, dict[str, Any]]:
     tables = find_tables(model)
     inits = {init.name: init for init in model.graph.initializer}
     nodes: list[Any] = []
-    replaced: dict[str, str] = {}
+    lookups: set[str] = set()
     for name, use in tables.items():
         quantized, scale = rowwise_int8(numpy_helper.to_array(inits[name]))
         model.graph.initializer.remove(inits[name])
@@ -100,39 +100,35 @@ def quantize_tables(model: Any) -> tuple[Any, dict[str, Any]]:
                 )
             )
         else:
-            replaced[name] = name
+            lookups.add(name)
     rewritten: list[Any] = []
     for node in model.graph.node:
-        if node.op_type == "Gather" and node.input[0] in replaced:
-            table, index, out = node.input[0], node.input[1], node.output[0]
-            rewritten += [
-                helper.make_node(
-                    "Gather",
-                    [f"{table}__rows_int8", index],
-                    [f"{out}__rows_int8"],
-                    name=f"{node.name}__rows_int8",
-                    axis=0,
-                ),
-                helper.make_node(
-                    "Gather",
-                    [f"{table}__rows_scale", index],
-                    [f"{out}__rows_scale"],
-                    name=f"{node.name}__rows_scale",
-                    axis=0,
-                ),
-                helper.make_node(
-                    "Cast", [f"{out}__rows_int8"], [f"{out}__rows_float"], name=f"{node.name}__rows_cast", to=1
-                ),
-                helper.make_node(
-                    "Mul", [f"{out}__rows_float", f"{out}__rows_scale"], [out], name=f"{node.name}__rows_dequantize"
-                ),
-            ]
-        else:
-            rewritten.append(node)
+        is_lookup = node.op_type == "Gather" and node.input[0] in lookups
+        rewritten += _row_lookup(node, helper) if is_lookup else [node]
     del model.graph.node[:]
     model.graph.node.extend(nodes + rewritten)
     onnx.checker.check_model(model)
     return model, {"int8_tables": {name: use for name, use in sorted(tables.items())}}
+
+
+def _row_lookup(node: Any, helper: Any) -> list[Any]:
+    """A Gather of a table -> Gather of its INT8 rows and of their scales, Cast, Mul: the same output name."""
+    table, index, out = node.input[0], node.input[1], node.output[0]
+    gathers = [
+        helper.make_node(
+            "Gather",
+            [f"{table}__rows_{part}", index],
+            [f"{out}__rows_{part}"],
+            name=f"{node.name}__rows_{part}",
+            axis=0,
+        )
+        for part in ("int8", "scale")
+    ]
+    cast = helper.make_node("Cast", [f"{out}__rows_int8"], [f"{out}__rows_float"], name=f"{node.name}__rows_cast", to=1)
+    mul = helper.make_node(
+        "Mul", [f"{out}__rows_float", f"{out}__rows_scale"], [out], name=f"{node.name}__rows_dequantize"
+    )
+    return [*gathers, cast, mul]
 
 
 def weight_matmuls(model: Any) -> list[str]:

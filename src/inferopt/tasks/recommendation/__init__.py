@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from inferopt.errors import InputError
+from inferopt.errors import ArtifactError, InputError
 from inferopt.tasks.base import (
     KSERVE_V1,
     NO_OPTIONS,
@@ -45,11 +45,10 @@ from inferopt.tasks.recommendation.catalogue import Catalogue
 DEFAULT_K = 10
 EVAL_K = 100  # results per eval query: the 99 negatives and the held-out item are all ranked
 CALIBRATION_QUERIES = 128
-INPUTS = ("user", "item", "exclude", "candidates", "k")
-OUTPUTS = ("items", "scores")
 QUERY_FIELDS = ("user_id", "item_id", "k", "candidates", "exclude_seen")
 EVAL_ANCHORS = 300  # items whose neighbours the eval set asks for, spread over the catalogue
 SIMILAR = 2  # the eval label of an item query
+UNSET: Any = object()  # k not given: the default (10, or every candidate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +67,13 @@ class RecommendationTask(Task):
     version = 1
     protocols = (KSERVE_V1, OIP_V2)
 
-    def __init__(self, catalogue: Catalogue, *, label: str, location: str, folder: Path | None = None) -> None:
+    def __init__(
+        self, catalogue: Catalogue, *, label: str, location: str, folder: model_dir.ModelDir | None = None
+    ) -> None:
         self.catalogue = catalogue
         self.label = label
         self.location = location
-        self.folder = folder  # the trained model folder (optimize only)
+        self.folder = folder  # the trained model folder, read once (optimize only)
 
     # -- where it comes from ---------------------------------------------------------------------------------
 
@@ -89,7 +90,7 @@ class RecommendationTask(Task):
             )
         folder = model_dir.read(Path(ref))
         catalogue = Catalogue(folder.user_ids, folder.item_ids, folder.history)
-        return cls(catalogue, label="neumf-movielens-100k", location=ref, folder=folder.path)
+        return cls(catalogue, label="neumf-movielens-100k", location=ref, folder=folder)
 
     @property
     def model_name(self) -> str:
@@ -98,7 +99,7 @@ class RecommendationTask(Task):
     def _folder(self) -> model_dir.ModelDir:
         if self.folder is None:
             raise InputError("This recommender was loaded from an artifact; optimize needs its model folder", "")
-        return model_dir.read(self.folder)
+        return self.folder
 
     # -- optimize ----------------------------------------------------------------------------------------------
 
@@ -246,20 +247,12 @@ class RecommendationTask(Task):
         if "item_id" in value:
             return self._similar(value, field)
         user = self.catalogue.user_row(value["user_id"], f"{field}.user_id")
-        candidates = (
-            self.catalogue.candidate_rows(value["candidates"], f"{field}.candidates") if "candidates" in value else ()
-        )
+        candidates = self._candidates(value, field)
         exclude = value.get("exclude_seen", not candidates)
         if not isinstance(exclude, bool):
             raise InvalidInput(f"{field}.exclude_seen must be true or false, got {exclude!r}", f"{field}.exclude_seen")
         query = Query(user, 0, candidates, exclude, explicit=frozenset(value), field=field)
-        default = self.catalogue.available(user, candidates, exclude) if candidates else DEFAULT_K
-        if not default:
-            raise InvalidInput(
-                f"{field}.candidates: user {value['user_id']} has seen every one (exclude_seen)", f"{field}.candidates"
-            )
-        k = value.get("k", default)
-        return self._with_k(query, k, f"{field}.k")
+        return self._with_k(query, value.get("k", UNSET), f"{field}.k")
 
     def _similar(self, value: dict[str, Any], field: str) -> Query:
         if "exclude_seen" in value:
@@ -268,21 +261,29 @@ class RecommendationTask(Task):
                 f"{field}.exclude_seen",
             )
         anchor = self.catalogue.item_row(value["item_id"], f"{field}.item_id")
-        candidates = (
-            self.catalogue.candidate_rows(value["candidates"], f"{field}.candidates") if "candidates" in value else ()
-        )
+        candidates = self._candidates(value, field)
         query = Query(0, 0, candidates, False, anchor, explicit=frozenset(value) | {"exclude_seen"}, field=field)
-        default = self.catalogue.available_like(anchor, candidates) if candidates else DEFAULT_K
-        if not default:
-            raise InvalidInput(f"{field}.candidates: nothing to rank besides item {value['item_id']} itself",
-                               f"{field}.candidates")  # fmt: skip
-        return self._with_k(query, value.get("k", default), f"{field}.k")
+        return self._with_k(query, value.get("k", UNSET), f"{field}.k")
+
+    def _candidates(self, value: dict[str, Any], field: str) -> tuple[int, ...]:
+        if "candidates" not in value:
+            return ()
+        return self.catalogue.candidate_rows(value["candidates"], f"{field}.candidates")
 
     def _with_k(self, query: Query, k: Any, field: str) -> Query:
+        """The query with `k` checked against what it can return (UNSET: the default)."""
         if query.item is not None:
             available = self.catalogue.available_like(query.item, query.candidates)
         else:
             available = self.catalogue.available(query.user, query.candidates, query.exclude_seen)
+        if k is UNSET and query.candidates and not available:
+            if query.item is not None:
+                why = f"nothing to rank besides item {self.catalogue.item_ids[query.item]} itself"
+            else:
+                why = f"user {self.catalogue.user_ids[query.user]} has seen every one (exclude_seen)"
+            raise InvalidInput(f"{query.field}.candidates: {why}", f"{query.field}.candidates")
+        if k is UNSET:
+            k = available if query.candidates else DEFAULT_K
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput(f"{field} must be a whole number of at least 1, got {k!r}", field)
         if k > available:
@@ -320,8 +321,8 @@ class RecommendationTask(Task):
         return out
 
     def from_tensors(self, tensors: dict[str, Any]) -> list[Any]:
-        """user_id INT64 [n]; optional k INT64 [n] (one value for the whole request: the response is one
-        tensor), candidates INT64 [n, c] and exclude_seen BOOL [n]."""
+        """user_id or item_id INT64 [n]; optional k INT64 [n] (one value for the whole request: the response is
+        one tensor), candidates INT64 [n, c] and exclude_seen BOOL [n]."""
         from inferopt.tasks.recommendation.v2 import queries_from_tensors
 
         return queries_from_tensors(self, tensors)
@@ -337,7 +338,7 @@ class RecommendationTask(Task):
 
     def warmup_batches(self, max_batch: int, max_cost: int) -> list[Arrays]:
         """One user and a full batch, excluding the longest history a user has."""
-        longest = max(1, max(len(seen) for seen in self.catalogue.history))
+        longest = max(1, self.catalogue.longest_seen)
         pad = self.catalogue.num_items
         return [
             {
@@ -371,8 +372,6 @@ class RecommendationTask(Task):
     def from_artifact(cls, config: dict[str, Any], directory: Path) -> Task:
         catalogue = Catalogue.read(directory / model_dir.CATALOGUE, directory / model_dir.HISTORY)
         if (catalogue.num_users, catalogue.num_items) != (config.get("num_users"), config.get("num_items")):
-            from inferopt.errors import ArtifactError
-
             raise ArtifactError(f"{directory}: catalogue.json does not match the model's tables", "optimize again")
         return cls(catalogue, label=str(config.get("label", "recommender")), location=str(config.get("source", "")))
 

@@ -24,12 +24,11 @@ class Catalogue:
     def __init__(self, user_ids: Sequence[int], item_ids: Sequence[int], history: Sequence[Sequence[int]]) -> None:
         self.user_ids = tuple(user_ids)
         self.item_ids = tuple(item_ids)
-        self.history = tuple(tuple(rows) for rows in history)
         self.item_id_array = np.array(self.item_ids, np.int64)
         self._user_row = {u: n for n, u in enumerate(self.user_ids)}
         self._item_row = {i: n for n, i in enumerate(self.item_ids)}
-        self._seen = [np.array(rows, np.int64) for rows in self.history]
-        self._seen_sets = [frozenset(rows) for rows in self.history]
+        self._seen = [np.array(rows, np.int64) for rows in history]  # what collate pads into `exclude`
+        self._seen_sets = [frozenset(rows) for rows in history]  # what counting a query's candidates checks
         self.nothing = np.zeros(0, np.int64)
 
     @classmethod
@@ -53,6 +52,10 @@ class Catalogue:
 
     def seen(self, user: int) -> np.ndarray:
         return self._seen[user]
+
+    @property
+    def longest_seen(self) -> int:
+        return max((len(rows) for rows in self._seen), default=0)
 
     def user_row(self, value: Any, field: str) -> int:
         user_id = _integer(value, field)

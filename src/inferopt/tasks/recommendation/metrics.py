@@ -48,13 +48,13 @@ def spearman_by_item(ref_items: np.ndarray, ref_scores: np.ndarray, items: np.nd
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share theirs), as Spearman's rho takes them."""
+    """Average ranks (ties share the mean of their positions), as Spearman's rho takes them."""
     order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
     ranks = np.empty(len(values), np.float64)
-    ranks[order] = np.arange(len(values))
-    for value in np.unique(values[np.diff(np.sort(values), prepend=np.nan) == 0]):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
+    ranks[order] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
     return ranks
 
 
