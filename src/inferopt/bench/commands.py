@@ -140,9 +140,6 @@ def profile_command(
             "instances (.jsonl, one JSON object per line); default: built-in"
         ),
     ] = None,
-    in_order: Annotated[
-        bool, typer.Option("--in-order", help="Send the inputs in file order, cycling (replay a recorded sequence)")
-    ] = False,
     chart: Annotated[Path | None, typer.Option(help="Stacked bar chart of the stages (.png or .html)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the breakdown as JSON here")] = None,
 ) -> None:
