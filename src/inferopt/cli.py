@@ -43,7 +43,8 @@ def optimize(
     task: Annotated[
         str | None,
         typer.Option(
-            help="The task, when MODEL does not tell: text-embedding, image-classification, tensor, recommendation"
+            help="The task, when MODEL does not tell: text-embedding, image-classification, tensor, recommendation, "
+            "tabular"
         ),
     ] = None,
     example: Annotated[
@@ -75,7 +76,7 @@ def optimize(
         float | None,
         typer.Option(
             help="Budget: most task-metric drop in points (Spearman x100 for STS, top-1 % for images, "
-            "HR@10 x100 for recommenders)"
+            "HR@10 x100 for recommenders, AUC x100 for risk scorers)"
         ),
     ] = None,
     min_sqnr_db: Annotated[float | None, typer.Option(help="Budget: least SQNR in dB (worst output)")] = None,
@@ -94,6 +95,12 @@ def optimize(
     ] = None,
     min_rank_correlation: Annotated[
         float | None, typer.Option(help="Budget: least mean Spearman rho of candidate scores to FP32's")
+    ] = None,
+    max_mean_abs_error: Annotated[
+        float | None, typer.Option(help="Budget: most mean absolute error of the score (risk scorer)")
+    ] = None,
+    min_decision_agreement: Annotated[
+        float | None, typer.Option(help="Budget: least share of decisions at the threshold that match FP32's")
     ] = None,
     price_per_hour: Annotated[float, typer.Option(help="$ per machine-hour, for cost per 1M items")] = 0.05,
     quick: Annotated[bool, typer.Option(help="Fewer variants and shorter measurements (about a minute)")] = False,
@@ -115,6 +122,8 @@ def optimize(
         top5_overlap=min_top5_overlap,
         top10_overlap=min_top10_overlap,
         rank_correlation=min_rank_correlation,
+        mean_abs_error=max_mean_abs_error,
+        decision_agreement=min_decision_agreement,
     )
     config = OptimizeConfig(
         model=model,

@@ -12,7 +12,19 @@ from inferopt.runtime.onnx import DISABLED_OPTIMIZERS
 from inferopt.tasks.base import Task
 
 
-def build_manifest(result: RunResult, variant: VariantResult, task: Task, assets: list[str]) -> dict[str, Any]:
+def path_file(name: str) -> str:
+    """Where a model path's graph lies in the artifact."""
+    return f"paths/{name}.onnx"
+
+
+def build_manifest(
+    result: RunResult,
+    variant: VariantResult,
+    task: Task,
+    assets: list[str],
+    paths: dict[str, VariantResult] | None = None,
+) -> dict[str, Any]:
+    """The manifest of `variant` (the default model path) and of the variants on the task's other paths."""
     assert variant.bench is not None and variant.accuracy is not None
     best = variant.bench.best
     return {
@@ -40,6 +52,7 @@ def build_manifest(result: RunResult, variant: VariantResult, task: Task, assets
                 "disabled_optimizers": list(DISABLED_OPTIMIZERS),
             },
             "settings": best.settings.to_dict(),
+            "paths": {name: _path_entry(name, v) for name, v in (paths or {}).items()},
         },
         "io": task.io_schema().to_dict(),
         "accuracy": {
@@ -51,6 +64,18 @@ def build_manifest(result: RunResult, variant: VariantResult, task: Task, assets
         },
         "benchmark": _benchmark_summary(result, variant),
         "environment": result.environment,
+    }
+
+
+def _path_entry(name: str, variant: VariantResult) -> dict[str, Any]:
+    assert variant.bench is not None and variant.accuracy is not None
+    return {
+        "model_file": path_file(name),
+        "variant": variant.name,
+        "recipe": variant.recipe,
+        "settings": variant.bench.best.settings.to_dict(),
+        "accuracy": finite(variant.accuracy.measures),
+        "items_per_second": variant.bench.best.items_per_second,
     }
 
 

@@ -232,10 +232,27 @@ def _write_outputs(staging: Path, result: RunResult, task: Task, work: Path) -> 
     if chosen is None:
         return None
     from inferopt.artifact import write_artifact
-    from inferopt.manifest import build_manifest
+    from inferopt.manifest import build_manifest, path_file
 
     variant = result.variant(chosen)
     assert variant.model_path is not None  # only servable variants are chosen
     assets = task.assets(work)
+    paths = _model_paths(result, task)
     files = {"model.onnx": variant.model_path, **assets}
-    return write_artifact(staging / "artifact", build_manifest(result, variant, task, sorted(assets)), files).parent
+    files.update({path_file(name): v.model_path for name, v in paths.items()})  # type: ignore[misc]
+    manifest = build_manifest(result, variant, task, sorted(assets), paths)
+    return write_artifact(staging / "artifact", manifest, files).parent
+
+
+def _model_paths(result: RunResult, task: Task) -> dict[str, VariantResult]:
+    """The variants of the task's other model paths, from this run: each must have been built and measured."""
+    paths = {}
+    for name, wanted in task.model_paths().items():
+        found = next((v for v in result.measured if v.name == wanted and v.servable and v.model_path), None)
+        if found is None:
+            raise InputError(
+                f"The {name!r} model path runs variant {wanted!r}, which this run did not build and measure",
+                f"keep {wanted} among the recipes",
+            )
+        paths[name] = found
+    return paths

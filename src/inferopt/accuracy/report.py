@@ -58,6 +58,11 @@ TOP10_OVERLAP = Measure("top10_overlap", "top-10 overlap", True, "--min-top10-ov
 RANK_CORRELATION = Measure("rank_correlation", "rank corr", True, "--min-rank-correlation", low=-1.0, high=1.0)
 NDCG10 = Measure("ndcg10", "NDCG@10", True, fmt=".2f", low=0.0, high=100.0)  # shown, not budgeted
 FULL_HR10 = Measure("full_hr10", "HR@10 full", True, fmt=".2f", low=0.0, high=100.0)  # shown, not budgeted
+MEAN_ABS_ERROR = Measure("mean_abs_error", "mean abs err", False, "--max-mean-abs-error", ".3g", low=0.0)
+DECISION_AGREEMENT = Measure(
+    "decision_agreement", "decision agree", True, "--min-decision-agreement", low=0.0, high=1.0
+)
+KS = Measure("ks", "KS", True, fmt=".2f", low=0.0, high=100.0)  # shown, not budgeted
 ALL_MEASURES = (
     MEAN_COSINE,
     P1_COSINE,
@@ -73,6 +78,9 @@ ALL_MEASURES = (
     RANK_CORRELATION,
     NDCG10,
     FULL_HR10,
+    MEAN_ABS_ERROR,
+    DECISION_AGREEMENT,
+    KS,
 )
 BY_NAME = {m.name: m for m in ALL_MEASURES}
 

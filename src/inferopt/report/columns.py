@@ -7,7 +7,7 @@ from inferopt.accuracy.report import Measure
 from inferopt.results import RunResult
 
 HEADLINE = ("mean_cosine", "min_cosine")
-WHEN_PRESENT = ("argmax_agreement", "metric_drop", "rank_correlation", "ndcg10")
+WHEN_PRESENT = ("argmax_agreement", "metric_drop", "rank_correlation", "ndcg10", "mean_abs_error", "ks")
 
 
 def shown_measures(result: RunResult) -> list[Measure]:

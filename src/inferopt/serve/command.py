@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -63,6 +63,26 @@ def serve_command(
     served_model_name: Annotated[
         list[str] | None, _opt("Another name for the model (repeatable; the first is shown)", "served_model_names")
     ] = None,
+    min_warm: Annotated[int, _opt("Sessions opened and warmed on every model path, at least", "min_warm")] = (
+        _D.min_warm
+    ),
+    features: Annotated[
+        str | None, _opt("postgresql://USER@HOST:PORT/DB: where requests' entity ids find their features", "features")
+    ] = None,
+    features_schema: Annotated[str, _opt("The schema the feature tables are in", "features_schema")] = (
+        _D.features_schema
+    ),
+    feature_ttl: Annotated[
+        list[str] | None,
+        _opt("GROUP=SECONDS: a feature group's TTL (repeatable; default: the artifact's)", "feature_ttl"),
+    ] = None,
+    feature_max_stale_s: Annotated[
+        float,
+        _opt("While the store is down, how long past its TTL a cached group may be served", "feature_max_stale_s"),
+    ] = _D.feature_max_stale_s,
+    feature_timeout_ms: Annotated[
+        float, _opt("Per feature-group read, before the store counts as down", "feature_timeout_ms")
+    ] = _D.feature_timeout_ms,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve an artifact over HTTP with micro-batching, caching and metrics: OpenAI-compatible /v1/embeddings
@@ -87,6 +107,12 @@ def serve_command(
         access_log=access_log,
         drain_timeout_s=drain_timeout_s,
         served_model_names=tuple(served_model_name or ()),
+        min_warm=min_warm,
+        features=features,
+        features_schema=features_schema,
+        feature_ttl=tuple(feature_ttl or ()),
+        feature_max_stale_s=feature_max_stale_s,
+        feature_timeout_ms=feature_timeout_ms,
     )
     serve(config, log_level=log_level)
 
@@ -107,13 +133,34 @@ def serve(config: ServeConfig, *, log_level: str = "info") -> None:
     artifact = load_artifact(config.artifact)
     from inferopt.tasks.registry import for_artifact
 
-    for_artifact(artifact.manifest, artifact.path)  # a task this inferopt cannot serve is a one-line error now
-    load = partial(ServingModel.from_artifact, artifact, sessions=config.sessions, aliases=config.served_model_names)
+    task = for_artifact(artifact.manifest, artifact.path)  # a task this inferopt cannot serve: a one-line error now
+    _check_features(config, task)
+    load = partial(
+        ServingModel.from_artifact,
+        artifact,
+        sessions=config.sessions,
+        aliases=config.served_model_names,
+        min_warm=config.min_warm,
+    )
     app = create_app(config, load)
     run_server(app, config)
     state = app.state.inferopt
     if state.phase == "failed":
         raise InferoptError(f"The server stopped: {state.detail}", "check the artifact with inferopt inspect")
+
+
+def _check_features(config: ServeConfig, task: Any) -> None:
+    """The feature flags fit the artifact: --features only for a task that reads stored features, and each
+    --feature-ttl names one of its groups."""
+    spec = task.stored_features()
+    if spec is None:
+        if config.features is not None or config.feature_ttl:
+            raise InferoptError(
+                f"--features is for models whose requests name entities; this artifact's task ({task.name}) reads none",
+                "drop --features and --feature-ttl",
+            )
+        return
+    spec.with_ttls(config.feature_ttls)
 
 
 def run_server(app: FastAPI, config: ServeConfig, *, sock: socket.socket | None = None) -> None:

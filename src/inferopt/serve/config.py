@@ -6,6 +6,7 @@ Fields left as None take the artifact's benchmarked settings (batch size, sessio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from inferopt.errors import InputError
 CACHE_OFF = "off"
 CACHE_MEMORY = "memory"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 OPENAI_MAX_ITEMS = 2048  # OpenAI's embeddings API takes at most this many inputs per request
 
 
@@ -43,16 +45,31 @@ class ServeConfig:
     access_log: bool = True
     drain_timeout_s: float = 30.0
     served_model_names: tuple[str, ...] = ()  # names the model also answers to (the first one is shown)
+    min_warm: int = 1  # sessions opened and warmed on every model path, at least
+    features: str | None = None  # postgresql://... : the store of the features that requests name by entity id
+    features_schema: str = "inferopt_risk"  # the schema the feature groups' tables are read from
+    feature_ttl: tuple[str, ...] = ()  # GROUP=SECONDS: a group's TTL other than the artifact's
+    feature_max_stale_s: float = 60.0  # while the store is down, how far past its TTL a cached group is served
+    feature_timeout_ms: float = 200.0  # per feature-group read, before the store counts as down
 
     def __post_init__(self) -> None:
-        positive = ("port", "max_batch_tokens", "max_queue", "max_items", "max_request_bytes", "timeout_ms")
+        positive = (
+            "port",
+            "max_batch_tokens",
+            "max_queue",
+            "max_items",
+            "max_request_bytes",
+            "timeout_ms",
+            "min_warm",
+            "feature_timeout_ms",
+        )
         for name in (*positive, "max_batch", "sessions", "cache_ttl"):
             value = getattr(self, name)
             if value is not None and value < 1 and not (name == "port" and value == 0):
                 raise InputError(f"{_flag(name)} {value} must be at least 1", f"set {_flag(name)} or {env_var(name)}")
         if self.port > 65535:
             raise InputError(f"--port {self.port} is not a TCP port", "give a port from 0 to 65535")
-        for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s"):
+        for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s", "feature_max_stale_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")
         if not 0.0 <= self.max_padding <= 1.0:
@@ -63,6 +80,13 @@ class ServeConfig:
                 "lower --max-items or raise --max-queue",
             )
         parse_cache(self.cache)
+        if self.features is not None and urlsplit(self.features).scheme not in POSTGRES_SCHEMES:
+            raise InputError(
+                f"--features {self.features!r} is not a PostgreSQL URL", "use postgresql://USER@HOST:PORT/DATABASE"
+            )
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.features_schema):
+            raise InputError(f"--features-schema {self.features_schema!r} is not a plain identifier", "use a-z, 0-9, _")
+        _ = self.feature_ttls
         for name in self.served_model_names:
             if not name or "/" in name or not name.isprintable():
                 raise InputError(
@@ -73,6 +97,20 @@ class ServeConfig:
     def items_per_request(self) -> int:
         """The most inputs one request may carry: never more than the queue holds, or it could never fit."""
         return self.max_items if self.max_items is not None else min(OPENAI_MAX_ITEMS, self.max_queue)
+
+    @property
+    def feature_ttls(self) -> dict[str, float]:
+        """--feature-ttl GROUP=SECONDS, as a dict."""
+        ttls = {}
+        for entry in self.feature_ttl:
+            group, _, seconds = entry.partition("=")
+            try:
+                ttls[group.strip()] = float(seconds)
+            except ValueError:
+                ttls[group.strip()] = -1.0
+            if not group.strip() or not ttls[group.strip()] > 0:
+                raise InputError(f"--feature-ttl {entry!r} is not GROUP=SECONDS", "e.g. --feature-ttl accounts=300")
+        return ttls
 
     @property
     def cache_enabled(self) -> bool:

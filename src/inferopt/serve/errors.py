@@ -7,6 +7,7 @@ The batcher raises its own HTTP-agnostic exceptions (QueueFull, DeadlineExceeded
 from __future__ import annotations
 
 from inferopt.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from inferopt.sources.features import EntityNotFound, FeaturesUnavailable
 from inferopt.tasks.base import InvalidInput
 
 
@@ -42,6 +43,19 @@ class PayloadTooLarge(ServeError):
 
 class ModelNotFound(ServeError):
     status, reason, error_type = 404, "not_found", "invalid_request_error"
+
+
+class EntityMissing(ServeError):
+    status, reason, error_type = 404, "unknown_entity", "invalid_request_error"
+
+
+class DependencyDown(ServeError):
+    """A dependency the request needs (the feature store) is down, and nothing cached may stand in."""
+
+    status, reason, error_type = 503, "dependency", "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}
 
 
 class InvalidField(ServeError):
@@ -86,6 +100,10 @@ def as_serve_error(exc: BaseException, request_id: str) -> ServeError:
         return exc
     if isinstance(exc, InvalidInput):
         return InvalidField(exc.message, param=exc.field)
+    if isinstance(exc, EntityNotFound):
+        return EntityMissing(exc.message, param="entity_id")
+    if isinstance(exc, FeaturesUnavailable):
+        return DependencyDown(exc.message, param=exc.dependency)
     if isinstance(exc, QueueFull):
         return Overloaded(
             f"the queue is full ({exc.depth} items waiting); retry after {exc.retry_after_s} s",

@@ -3,7 +3,8 @@ the inputs through the service, render, and time each stage (Server-Timing and t
 error becomes a response in the protocol's error shape, with its status code.
 
 Every successful inference response carries the stage split: `x-queue-time`, `x-inference-time` (seconds)
-and `Server-Timing` (ms): decode, preprocess, queue, inference, postprocess, encode, total. For a request of
+and `Server-Timing` (ms): decode, features (only when the request read stored features), preprocess, queue,
+inference, postprocess, encode, total. For a request of
 several items, preprocess, queue and inference are the max over its items; a cache hit has 0 for them.
 """
 
@@ -74,6 +75,7 @@ async def serve_inference(
         state.metrics.rejected.labels(error.reason).inc()
         return error_response(error, plain=plain)
     lookup, preprocess, queue, inference, cached = _item_times(results)
+    features = results[0].features_s  # one read for the whole request, in parallel over its entities
     timings = {
         "decode": decoded - started + lookup,
         "preprocess": preprocess,
@@ -83,6 +85,8 @@ async def serve_inference(
         "encode": finished - post_started - rendered.postprocess_s,
         "total": finished - request.scope.get(STARTED, started),
     }
+    if features:
+        timings["features"] = features
     ready.service.metrics.observe_stages(timings)
     request.scope[LOG_FIELDS] = {
         "items": len(results),
@@ -194,7 +198,8 @@ class JSONBytesResponse(Response):
 
 def timing_headers(timings: dict[str, float]) -> list[tuple[bytes, bytes]]:
     """The stage split for clients and `inferopt profile`: seconds in x-*-time, ms in Server-Timing."""
-    server_timing = ", ".join(f"{stage};dur={timings[stage] * 1000:.3f}" for stage in STAGE_ORDER)
+    stages = (*STAGE_ORDER[:1], "features", *STAGE_ORDER[1:]) if "features" in timings else STAGE_ORDER
+    server_timing = ", ".join(f"{stage};dur={timings[stage] * 1000:.3f}" for stage in stages)
     return [
         (b"x-queue-time", b"%.6f" % timings["queue"]),
         (b"x-inference-time", b"%.6f" % timings["inference"]),

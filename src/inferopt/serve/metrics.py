@@ -90,15 +90,22 @@ class ServeMetrics:
         reg.register(self.request_duration)
         reg.register(self.stage_duration)
         self.batch_size = Histogram(
-            "inferopt_batch_size", "Items per runtime batch", buckets=power_of_two_buckets(0, 12), registry=reg
+            "inferopt_batch_size",
+            "Items per runtime batch, by model path",
+            ["model_path"],
+            buckets=power_of_two_buckets(0, 12),
+            registry=reg,
         )
         self.batch_tokens = Histogram(
             "inferopt_batch_tokens",
-            "Padded tokens (rows x longest row) per runtime batch",
+            "Padded tokens (rows x longest row) per runtime batch, by model path",
+            ["model_path"],
             buckets=power_of_two_buckets(2, 18),
             registry=reg,
         )
-        self.queue_depth = Gauge("inferopt_queue_depth", "Items waiting for a runtime worker", registry=reg)
+        self.queue_depth = Gauge(
+            "inferopt_queue_depth", "Items waiting for a runtime worker, by model path", ["model_path"], registry=reg
+        )
         self.cache_requests = Counter(
             "inferopt_cache_requests",
             "Cache lookups per tier (memory, redis) and result (hit, miss, error)",
@@ -121,17 +128,25 @@ class ServeMetrics:
             )
         return self._redis_up
 
-    def track_queue_depth(self, depth: Callable[[], float]) -> None:
-        self.queue_depth.set_function(depth)
+    def track_queue_depth(self, depth: Callable[[], float], path: str = "default") -> None:
+        self.queue_depth.labels(path).set_function(depth)
 
-    def observe_batch(self, items: int, padded_tokens: int, seconds: float) -> None:
-        """The batcher's observer; called from its worker threads (prometheus_client is thread-safe)."""
-        self.batch_size.observe(items)
-        self.batch_tokens.observe(padded_tokens)
+    def batch_observer(self, path: str = "default") -> Callable[[int, int, float], None]:
+        """The observer of one model path's batcher; called from its worker threads (prometheus_client is
+        thread-safe)."""
+        sizes, tokens = self.batch_size.labels(path), self.batch_tokens.labels(path)
+
+        def observe(items: int, padded_tokens: int, seconds: float) -> None:
+            sizes.observe(items)
+            tokens.observe(padded_tokens)
+
+        return observe
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, histogram in self._stage_children.items():
             histogram.observe(timings[stage])
+        if "features" in timings:
+            self.stage_duration.labels("features").observe(timings["features"])
 
     def cache(self, tier: str, result: str, count: int = 1) -> None:
         if count:

@@ -15,7 +15,7 @@ from inferopt.artifact import Artifact
 from inferopt.batching import BatchPolicy
 from inferopt.runtime.base import Arrays, Backend, RuntimeSettings
 from inferopt.serve.config import ServeConfig
-from inferopt.tasks.base import Task
+from inferopt.tasks.base import DEFAULT_PATH, Task
 
 
 @dataclass
@@ -27,20 +27,28 @@ class ServingModel:
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
     info: dict[str, object] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()  # --served-model-name
+    # The model paths besides the default one (`backends`): name -> its sessions, and the variant each runs.
+    paths: dict[str, list[Backend]] = field(default_factory=dict)
+    path_variants: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_artifact(
-        cls, artifact: Artifact, *, sessions: int | None = None, aliases: tuple[str, ...] = ()
+        cls, artifact: Artifact, *, sessions: int | None = None, aliases: tuple[str, ...] = (), min_warm: int = 1
     ) -> ServingModel:
-        """Open `sessions` onnxruntime sessions (default: as many as the artifact's benchmark chose)."""
+        """Open `sessions` onnxruntime sessions on the default path (default: as many as the artifact's benchmark
+        chose) and `min_warm` on each other path; never fewer than `min_warm` on any."""
         from inferopt.runtime.onnx import OnnxBackend
         from inferopt.tasks.registry import for_artifact
 
         settings = artifact.settings
-        count = sessions or settings.sessions
+        count = max(sessions or settings.sessions, min_warm)
         backends: list[Backend] = [
             OnnxBackend(artifact.model_file, intra_op_threads=settings.intra_op_threads) for _ in range(count)
         ]
+        paths: dict[str, list[Backend]] = {
+            name: [OnnxBackend(file, intra_op_threads=path_settings.intra_op_threads) for _ in range(max(1, min_warm))]
+            for name, (file, path_settings, _) in artifact.paths.items()
+        }
         return cls(
             name=artifact.model_name,
             artifact_id=artifact.artifact_id,
@@ -49,7 +57,14 @@ class ServingModel:
             settings=RuntimeSettings(count, settings.intra_op_threads, settings.batch_size),
             info={"recipe": artifact.manifest.get("recipe"), **backends[0].info()},
             aliases=aliases,
+            paths=paths,
+            path_variants={name: variant for name, (_, _, variant) in artifact.paths.items()},
         )
+
+    @property
+    def all_paths(self) -> dict[str, list[Backend]]:
+        """Every model path's sessions, the default one first."""
+        return {DEFAULT_PATH: self.backends, **self.paths}
 
     @property
     def names(self) -> list[str]:
@@ -77,8 +92,9 @@ def batch_policy(config: ServeConfig, model: ServingModel) -> BatchPolicy:
 
 
 def warm_up(model: ServingModel, policy: BatchPolicy) -> Arrays:
-    """Run every backend on every warm-up batch, the backends in parallel. Returns the first batch's outputs,
-    which tell the output shapes."""
+    """Run every session of every model path on every warm-up batch, the sessions in parallel: the server says
+    ready only after all of them have run their real shapes. Returns the first batch's outputs on the default
+    path, which tell the output shapes."""
     batches = model.task.warmup_batches(policy.max_batch, policy.max_tokens)
 
     def warm(backend: Backend) -> Arrays:
@@ -88,6 +104,7 @@ def warm_up(model: ServingModel, policy: BatchPolicy) -> Arrays:
             backend.warmup(batch)
         return outputs
 
-    with ThreadPoolExecutor(len(model.backends), thread_name_prefix="inferopt-warmup") as pool:
-        outputs = list(pool.map(warm, model.backends))
+    sessions = [backend for backends in model.all_paths.values() for backend in backends]
+    with ThreadPoolExecutor(len(sessions), thread_name_prefix="inferopt-warmup") as pool:
+        outputs = list(pool.map(warm, sessions))
     return outputs[0]

@@ -1,9 +1,11 @@
 """The inference service, for any task: raw inputs in, results and their stage timings out, per item.
 
-Each input goes, in order, to the in-process LRU, to an identical input already in flight (single-flight), to
-the Redis tier, and only then is preprocessed by the task (in a thread, off the event loop) and queued in the
-batcher. So a list request sends only its misses to the runtime, and a burst of one popular input computes
-it once. Results fill the cache tiers on their way back, even for a request whose deadline has passed.
+An input that names an entity first gets that entity's stored features (through the feature cache: memory,
+Redis, then the store; the groups in parallel), so that what is cached below is keyed by the features
+themselves, never by an id whose data may have changed. Then each input goes, in order, to the in-process LRU,
+to an identical input already in flight (single-flight), to the Redis tier, and only then is preprocessed by
+the task (in a thread, off the event loop) and queued in the batcher of its model path. So a list request sends
+only its misses to the runtime, and a burst of one popular input computes it once. Results fill the cache tiers on their way back, even for a request whose deadline has passed.
 """
 
 from __future__ import annotations
@@ -13,18 +15,19 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from inferopt.runtime.base import Arrays
-from inferopt.serve.batcher import Batcher, BatcherClosed, DeadlineExceeded, ItemResult
+from inferopt.serve.batcher import Batcher, BatcherClosed, DeadlineExceeded, ItemResult, QueuedItem
 from inferopt.serve.cache import CachedResult, CacheKeys, Flight, MemoryLRU, SingleFlight
 from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.metrics import ServeMetrics
 from inferopt.serve.model import ServingModel
 from inferopt.serve.preprocess_stage import PreprocessStage
-from inferopt.tasks.base import Item
+from inferopt.sources.features import EntityRef, FeatureRecord, FeaturesUnavailable
+from inferopt.tasks.base import DEFAULT_PATH, Item
 
 _Outcome = tuple[CachedResult, ItemResult] | BaseException  # a finished item, as the loop receives it
 
@@ -39,6 +42,14 @@ class Computed:
     preprocess_s: float = 0.0
     queue_s: float = 0.0
     inference_s: float = 0.0
+    features_s: float = 0.0  # reading stored features (the whole request's, in parallel)
+    features: dict[str, Any] | None = None  # each feature group's age and source, for the response's debug
+
+
+class FeatureReader(Protocol):
+    """What the service needs of the feature cache (serve/feature_cache.py)."""
+
+    async def read(self, ref: EntityRef) -> FeatureRecord: ...
 
 
 @dataclass(frozen=True)
@@ -52,16 +63,22 @@ class InferenceService:
     def __init__(
         self,
         model: ServingModel,
-        batcher: Batcher,
+        batchers: dict[str, Batcher],
         metrics: ServeMetrics,
         *,
         keys: CacheKeys | None,
         memory: MemoryLRU | None,
         redis: RedisTier | None = None,
+        features: FeatureReader | None = None,
     ) -> None:
+        """`batchers`: one per model path, the default path's among them; `features`: reads the stored features
+        of inputs that name an entity (None: the server was started without a feature store)."""
         self.model = model
-        self.batcher = batcher
+        self.batchers = batchers
+        self.batcher = batchers[DEFAULT_PATH]
         self.metrics = metrics
+        self.features = features
+        self._reads_features = model.task.stored_features() is not None  # else inputs never name entities
         self.preprocessing: PreprocessStage[Item] = PreprocessStage(model.task.preprocess)
         self.keys = keys  # None: caching and single-flight are off
         self.memory = memory
@@ -69,8 +86,45 @@ class InferenceService:
         self.flights = SingleFlight()
 
     async def infer(self, inputs: list[Any], deadline: float) -> list[Computed]:
-        """Results of `inputs` (the task's raw inputs) in order. Raises DeadlineExceeded, or what an item failed
-        with."""
+        """Results of `inputs` (the task's raw inputs) in order. Raises DeadlineExceeded, EntityNotFound,
+        FeaturesUnavailable, or what an item failed with."""
+        if not self._reads_features:
+            return await self._infer(inputs, deadline)
+        started = time.perf_counter()
+        inputs, debug = await self._with_features(inputs, deadline)
+        features_s = time.perf_counter() - started
+        results = await self._infer(inputs, deadline)
+        if not any(info is not None for info in debug):
+            return results
+        return [
+            replace(result, features=info, features_s=features_s) if info is not None else result
+            for result, info in zip(results, debug, strict=True)
+        ]
+
+    async def _with_features(self, inputs: list[Any], deadline: float) -> tuple[list[Any], list[dict[str, Any] | None]]:
+        """The inputs with their entities' stored features filled in (each entity read once), and each one's
+        feature debug (None for an input that carried its own)."""
+        task = self.model.task
+        refs = [task.entity(raw) for raw in inputs]
+        wanted = list(dict.fromkeys(ref for ref in refs if ref is not None))
+        if not wanted:
+            return inputs, [None] * len(inputs)
+        if self.features is None:
+            raise FeaturesUnavailable("postgres", "this server was started without --features postgresql://...")
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise DeadlineExceeded("deadline passed")
+        try:
+            records = await asyncio.wait_for(asyncio.gather(*(self.features.read(ref) for ref in wanted)), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded("deadline passed while reading stored features") from None
+        by_ref = dict(zip(wanted, records, strict=True))
+        filled = [
+            raw if ref is None else task.with_features(raw, by_ref[ref]) for raw, ref in zip(inputs, refs, strict=True)
+        ]
+        return filled, [None if ref is None else by_ref[ref].debug() for ref in refs]
+
+    async def _infer(self, inputs: list[Any], deadline: float) -> list[Computed]:
         slots: list[Computed | asyncio.Future[object]] = []
         misses: list[_Miss] = []
         memory_hits = 0
@@ -104,7 +158,7 @@ class InferenceService:
             preprocess_s = time.perf_counter() - started
             # Each flight's deadline, already pushed out by any request that joined it meanwhile: queued with
             # the first requester's alone, an item could expire before the later requesters' reached it.
-            queued = self.batcher.submit(items, [m.flight.deadline for m in misses])
+            queued = self._submit(items, [m.flight.deadline for m in misses])
         except BaseException as exc:
             # Followers must not inherit this request's cancellation (a CancelledError is not theirs to raise).
             shared = exc if isinstance(exc, Exception) else BatcherClosed("the request computing this input stopped")
@@ -117,6 +171,22 @@ class InferenceService:
             miss.flight.item = item  # later joins extend the queued item's deadline through the flight
             landed = partial(self._landed, miss, lookup_s, preprocess_s)
             item.future.add_done_callback(partial(_finish_in_worker, loop, landed, item.item, postprocess))
+
+    def _submit(self, items: list[Item], deadlines: list[float]) -> list[QueuedItem]:
+        """Queue each item in its model path's batcher (the default one for a path this artifact lacks, and the
+        item then says so), in input order. One path's full queue fails the request; items already queued on
+        another path still run, and only fill the caches."""
+        paths = [item.path if item.path in self.batchers else DEFAULT_PATH for item in items]
+        if len(self.batchers) == 1 or all(path == DEFAULT_PATH for path in paths):
+            items = [item if item.path == DEFAULT_PATH else replace(item, path=DEFAULT_PATH) for item in items]
+            return self.batcher.submit(items, deadlines)
+        queued: list[QueuedItem | None] = [None] * len(items)
+        for path in dict.fromkeys(paths):
+            rows = [i for i, p in enumerate(paths) if p == path]
+            batch = [items[i] if items[i].path == path else replace(items[i], path=path) for i in rows]
+            for i, q in zip(rows, self.batchers[path].submit(batch, [deadlines[i] for i in rows]), strict=True):
+                queued[i] = q
+        return queued  # type: ignore[return-value]
 
     async def _from_redis(self, misses: list[_Miss]) -> tuple[list[_Miss], float]:
         """The misses Redis did not have either, and the time the look-up took (a miss pays it too)."""
@@ -138,6 +208,12 @@ class InferenceService:
 
     def close(self) -> None:
         self.preprocessing.close()
+
+    def close_batchers(self, timeout: float) -> None:
+        """Finish what every model path has queued, within `timeout` seconds in all."""
+        until = time.monotonic() + timeout
+        for batcher in self.batchers.values():
+            batcher.close(max(0.0, until - time.monotonic()))
 
     def _landed(self, miss: _Miss, lookup_s: float, preprocess_s: float, outcome: _Outcome) -> None:
         """On the event loop, when the batcher finished the item: fill the caches, release the waiters."""

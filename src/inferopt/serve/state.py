@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from inferopt.serve.batcher import Batcher, BatchPolicy
@@ -55,6 +56,10 @@ def output_forms(model: ServingModel, warm: dict[str, Any]) -> dict[str, OutputF
         )
         for name, value in warm.items()
     }
+
+
+def _depth(batcher: Batcher) -> float:
+    return batcher.depth
 
 
 class ServerState:
@@ -116,10 +121,16 @@ class ServerState:
         self.detail = "warming up"
         warm = await asyncio.to_thread(warm_up, model, policy)
         shapes = {name: tuple(int(n) for n in value.shape[1:]) for name, value in warm.items()}
-        batcher = Batcher(model.backends, policy, model.task, on_batch=self.metrics.observe_batch).start()
-        self.metrics.track_queue_depth(lambda: batcher.depth)
+        batchers = {}
+        for path, backends in model.all_paths.items():
+            batcher = Batcher(backends, policy, model.task, on_batch=self.metrics.batch_observer(path)).start()
+            self.metrics.track_queue_depth(partial(_depth, batcher), path)
+            batchers[path] = batcher
         keys, memory, redis = await self._caches(model, output_forms(model, warm))
-        service = InferenceService(model, batcher, self.metrics, keys=keys, memory=memory, redis=redis)
+        features = await self._features(model)
+        service = InferenceService(
+            model, batchers, self.metrics, keys=keys, memory=memory, redis=redis, features=features
+        )
         body_limit = self.config.max_request_bytes or model.task.max_request_bytes
         return Ready(model, policy, shapes, service, self.config.items_per_request, body_limit)
 
@@ -137,14 +148,40 @@ class ServerState:
             await redis.check()
         return keys, memory, redis
 
+    async def _features(self, model: ServingModel) -> Any:
+        """The feature cache in front of the store, when the task reads stored features and --features names a
+        store (else None: requests naming an entity get 503, naming the missing dependency)."""
+        spec = model.task.stored_features()
+        config = self.config
+        if spec is None or config.features is None:
+            return None
+        from inferopt.serve.feature_cache import FeatureCache
+        from inferopt.sources.postgres import PostgresFeatures
+
+        spec = spec.with_ttls(config.feature_ttls)
+        store = PostgresFeatures(
+            config.features, spec, schema=config.features_schema, fetch_timeout_s=config.feature_timeout_ms / 1000
+        )
+        await store.open()  # a store that is down now is retried on later reads: the server still comes up
+        return FeatureCache(
+            store,
+            spec,
+            namespace=f"inferopt:features:{config.features_schema}",
+            redis_url=config.redis_url,
+            max_stale_s=config.feature_max_stale_s,
+            metrics=FeatureMetrics(self.metrics.registry),
+        )
+
     async def stop(self) -> None:
         """After the HTTP server stopped taking requests: finish the queue, stop workers, close Redis."""
         self.begin_drain()
         ready = self.ready
         if ready is not None:
             try:
-                await asyncio.to_thread(ready.service.batcher.close, self.config.drain_timeout_s)
+                await asyncio.to_thread(ready.service.close_batchers, self.config.drain_timeout_s)
                 if ready.service.redis is not None:
                     await ready.service.redis.close()
+                if ready.service.features is not None:
+                    await ready.service.features.close()
             finally:
                 await asyncio.to_thread(ready.service.close)  # joins the preprocessing thread: not on the loop

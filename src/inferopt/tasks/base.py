@@ -22,8 +22,11 @@ import numpy as np
 
 from inferopt.accuracy.report import AccuracyReport, Measure
 from inferopt.errors import InputError
+from inferopt.sources.features import EntityRef, FeatureRecord, FeatureSpec
 
 Arrays = dict[str, np.ndarray]
+
+DEFAULT_PATH = "default"  # the model path every input takes unless its task routes it to another
 
 # The protocols a task may speak (serve/protocols/ has one module each).
 OPENAI_EMBEDDINGS = "openai-embeddings"
@@ -100,6 +103,7 @@ class Item:
     group: Hashable = None
     truncated: bool = False  # the input was cut to fit the model (text past its max length)
     options: Hashable = None  # what the request asked of its result (image: top_k), for postprocess
+    path: str = DEFAULT_PATH  # the model path (variant) to run it on; serve falls back to the default path
 
 
 @dataclass(frozen=True)
@@ -316,6 +320,25 @@ class Task(ABC):
 
     def v2_outputs(self) -> list[dict[str, Any]]:
         return [_v2_metadata(t) for t in self.io_schema().outputs]
+
+    # -- stored features (tasks whose inputs may name an entity instead of carrying its features) ----------
+
+    def stored_features(self) -> FeatureSpec | None:
+        """The feature groups serve reads for inputs that name an entity (None: inputs carry everything)."""
+        return None
+
+    def entity(self, raw: Any) -> EntityRef | None:
+        """The entity whose stored features `raw` needs before it can be preprocessed (None: none)."""
+        return None
+
+    def with_features(self, raw: Any, record: FeatureRecord) -> Any:
+        """`raw` with its entity's stored features filled in (only called for inputs `entity` names one for)."""
+        raise NotImplementedError(f"{self.name} reads no stored features")
+
+    def model_paths(self) -> dict[str, str]:
+        """Model paths beyond the default one that this task routes inputs to (name -> the variant optimize puts
+        on it, e.g. {"complex": "onnx-fp32"}); preprocess sets each Item's path."""
+        return {}
 
     @property
     def max_cost(self) -> int:

@@ -16,11 +16,13 @@ TASKS = {
     "image-classification": "inferopt.tasks.image_classification:ImageClassificationTask",
     "tensor": "inferopt.tasks.tensor:TensorTask",
     "recommendation": "inferopt.tasks.recommendation:RecommendationTask",
+    "tabular": "inferopt.tasks.tabular:TabularTask",
 }
 DEFAULT_TASK = "text-embedding"  # optimize with no MODEL: the bundled all-MiniLM-L6-v2
 DETECTION_ORDER = (
     "image-classification",
     "recommendation",
+    "tabular",
     "tensor",
     "text-embedding",
 )  # the more particular claims first

@@ -244,8 +244,10 @@ async def test_metrics_use_the_design_names(serve, task: TextEmbeddingTask) -> N
         await served.client.post("/v1/embeddings", content=b"{")
         text = (await served.client.get("/metrics")).text
         assert await served.metric('inferopt_rejected_total{reason="malformed"}') == 1
-        assert await served.metric('inferopt_batch_size_bucket{le="2.0"}') == 0  # warm-up aside, one batch of 3
-        assert await served.metric('inferopt_batch_size_bucket{le="4.0"}') >= 1
+        assert (
+            await served.metric('inferopt_batch_size_bucket{le="2.0",model_path="default"}') == 0
+        )  # warm-up aside, one batch of 3
+        assert await served.metric('inferopt_batch_size_bucket{le="4.0",model_path="default"}') >= 1
     for name in (
         'inferopt_request_duration_seconds_bucket{le="0.0009765625",route="/v1/embeddings",status="200"}',
         'inferopt_stage_duration_seconds_count{stage="preprocess"}',
@@ -253,7 +255,7 @@ async def test_metrics_use_the_design_names(serve, task: TextEmbeddingTask) -> N
         'inferopt_stage_duration_seconds_count{stage="inference"}',
         'inferopt_stage_duration_seconds_count{stage="postprocess"}',
         "inferopt_batch_tokens_bucket",
-        "inferopt_queue_depth 0.0",
+        'inferopt_queue_depth{model_path="default"} 0.0',
     ):
         assert name in text, name
     assert "inferopt_cache_redis_up" not in text  # no Redis tier, so no claim that Redis is down

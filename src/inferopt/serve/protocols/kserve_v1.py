@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from fastapi import APIRouter, Request, Response
 
 from inferopt.serve.http import (
@@ -45,8 +47,18 @@ async def predict(request: Request, name: str) -> Response:
 
 def _render(ready: Ready, parsed: None, results: list[Computed]) -> Rendered:
     return Rendered(
-        predict_response([c.result.json for c in results]), log={"cost": sum(c.result.cost for c in results)}
+        predict_response([_with_debug(c) for c in results]), log={"cost": sum(c.result.cost for c in results)}
     )
+
+
+def _with_debug(computed: Computed) -> bytes:
+    """The prediction, with `debug.features` (each stored feature group's age and source) spliced into it when
+    the input named an entity: the cached prediction is shared, its debug is this request's own."""
+    encoded = computed.result.json
+    if computed.features is None or not encoded.endswith(b"}"):
+        return encoded
+    debug = b'"debug":{"features":' + orjson.dumps(computed.features) + b"}}"
+    return encoded[:-1] + (b"," if len(encoded) > 2 else b"") + debug
 
 
 @router.get("/v1/models/{name}", summary="Model status (KServe v1)")

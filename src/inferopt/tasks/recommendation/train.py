@@ -19,6 +19,7 @@ import numpy as np
 
 from inferopt.errors import InferoptError
 from inferopt.tasks.recommendation import model_dir, movielens, ranking
+from inferopt.tasks.training import one_thread, zero_negligible
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def train(split: movielens.Split, settings: TrainSettings, progress: Any = None)
     seen = np.zeros((data.num_users, data.num_items), bool)
     seen[split.train_users, split.train_items] = True
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    with _one_thread(torch):
+    with one_thread(torch):
         for epoch in range(settings.epochs):
             users, items, labels = _epoch_samples(split, seen, settings.negatives_per_positive, rng)
             model.train()
@@ -69,40 +70,6 @@ def train(split: movielens.Split, settings: TrainSettings, progress: Any = None)
                 progress(epoch + 1, total / len(users))
     zero_negligible(model)
     return model.eval()
-
-
-NEGLIGIBLE = 1e-10
-
-
-def zero_negligible(model: Any) -> int:
-    """Zero the weights below 1e-10 in magnitude: those of dead ReLU units, which Adam's weight decay drives
-    towards 0 (below 1e-30 in our runs) without ever reaching it. They change no score (a score is O(1); their
-    share is under float32's resolution of it), but their products are subnormal floats, which x86 computes
-    ~100x slower: left in, they made FP32 inference 2-3x slower than the same weights rounded to FP16, which
-    would make every comparison against this model's PyTorch baseline unfair. Returns how many were zeroed."""
-    import torch
-
-    zeroed = 0
-    with torch.no_grad():
-        for parameter in model.parameters():
-            tiny = (parameter != 0) & (parameter.abs() < NEGLIGIBLE)
-            zeroed += int(tiny.sum())
-            parameter[tiny] = 0.0
-    return zeroed
-
-
-class _one_thread:
-    """Training on one thread: the same sums in the same order on every machine, so a seed is a result."""
-
-    def __init__(self, torch: Any) -> None:
-        self.torch = torch
-
-    def __enter__(self) -> None:
-        self.threads = self.torch.get_num_threads()
-        self.torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.torch.set_num_threads(self.threads)
 
 
 def _epoch_samples(
