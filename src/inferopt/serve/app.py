@@ -1,6 +1,6 @@
 """The HTTP face: `create_app`, which takes a ready model (or a function that loads one) so that tests can serve
 a FakeBackend with the real tokenizer and no artifact; the health and metrics routes; and the protocols' own
-routes from serve/protocols/ (OpenAI embeddings, KServe v1, Open Inference Protocol v2).
+routes from serve/protocols/ (OpenAI embeddings, KServe v1, Open Inference Protocol v2, jobs).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from inferopt.serve.config import ServeConfig
 from inferopt.serve.http import json_response, server_state
 from inferopt.serve.metrics import CONTENT_TYPE, ServeMetrics
 from inferopt.serve.middleware import Receive, RequestContext, Scope, Send
-from inferopt.serve.protocols import kserve_v1, oip_v2, openai_embeddings
+from inferopt.serve.protocols import jobs, kserve_v1, oip_v2, openai_embeddings
 from inferopt.serve.state import ModelSource, ServerState
 
 log = logging.getLogger("inferopt.serve")
@@ -64,7 +64,8 @@ def create_app(
         ),
     )
     app.state.inferopt = state
-    for routes in (router, openai_embeddings.router, kserve_v1.router, oip_v2.router):
+    # Jobs take the full stack, not HotRoutes: a submission is rare and heavy, its overhead does not matter.
+    for routes in (router, openai_embeddings.router, kserve_v1.router, oip_v2.router, jobs.router):
         app.include_router(routes)
     app.add_middleware(RequestContext, metrics=metrics, access_log=requests_log)
     app.hot_routes = HotRoutes.of(openai_embeddings.router, kserve_v1.router, oip_v2.router)

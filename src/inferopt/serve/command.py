@@ -83,6 +83,21 @@ def serve_command(
     feature_timeout_ms: Annotated[
         float, _opt("Per feature-group read, before the store counts as down", "feature_timeout_ms")
     ] = _D.feature_timeout_ms,
+    jobs: Annotated[
+        str | None, _opt("redis://HOST:PORT/DB: turn on POST /v1/jobs, durable in this Redis (default: off)", "jobs")
+    ] = None,
+    jobs_concurrency: Annotated[int, _opt("Jobs this server runs at once", "jobs_concurrency")] = _D.jobs_concurrency,
+    jobs_ttl: Annotated[int, _opt("Seconds a finished job's result is kept", "jobs_ttl")] = _D.jobs_ttl,
+    jobs_max_items: Annotated[int, _opt("Most instances in one job, else 413", "jobs_max_items")] = _D.jobs_max_items,
+    jobs_max_pending: Annotated[
+        int, _opt("Most jobs queued or running for this model, else 429", "jobs_max_pending")
+    ] = _D.jobs_max_pending,
+    jobs_max_request_bytes: Annotated[
+        int, _opt("Largest POST /v1/jobs body, else 413", "jobs_max_request_bytes")
+    ] = _D.jobs_max_request_bytes,
+    jobs_chunk_items: Annotated[
+        int, _opt("Instances per runtime call of a job (progress moves per chunk)", "jobs_chunk_items")
+    ] = _D.jobs_chunk_items,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve an artifact over HTTP with micro-batching, caching and metrics: OpenAI-compatible /v1/embeddings
@@ -113,6 +128,13 @@ def serve_command(
         feature_ttl=tuple(feature_ttl or ()),
         feature_max_stale_s=feature_max_stale_s,
         feature_timeout_ms=feature_timeout_ms,
+        jobs=jobs,
+        jobs_concurrency=jobs_concurrency,
+        jobs_ttl=jobs_ttl,
+        jobs_max_items=jobs_max_items,
+        jobs_max_pending=jobs_max_pending,
+        jobs_max_request_bytes=jobs_max_request_bytes,
+        jobs_chunk_items=jobs_chunk_items,
     )
     serve(config, log_level=log_level)
 

@@ -18,6 +18,7 @@ CACHE_MEMORY = "memory"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 OPENAI_MAX_ITEMS = 2048  # OpenAI's embeddings API takes at most this many inputs per request
+JOBS_MAX_REQUEST_BYTES = 32 * 1024 * 1024  # a job carries many inputs: its body may be larger than a request's
 
 
 def env_var(field: str) -> str:
@@ -51,19 +52,19 @@ class ServeConfig:
     feature_ttl: tuple[str, ...] = ()  # GROUP=SECONDS: a group's TTL other than the artifact's
     feature_max_stale_s: float = 60.0  # while the store is down, how far past its TTL a cached group is served
     feature_timeout_ms: float = 200.0  # per feature-group read, before the store counts as down
+    jobs: str | None = None  # redis://HOST:PORT/DB: the durable job store; None: /v1/jobs answers 503
+    jobs_concurrency: int = 1  # jobs one server runs at once; the rest wait queued
+    jobs_ttl: int = 3600  # seconds a finished job's status and result are kept
+    jobs_max_items: int = 10_000  # instances in one job
+    jobs_max_pending: int = 100  # jobs queued or running (for this model, across replicas); beyond it 429
+    jobs_max_request_bytes: int = JOBS_MAX_REQUEST_BYTES
+    jobs_chunk_items: int = 64  # instances per service call: progress moves, and a job never fills the queue
 
     def __post_init__(self) -> None:
-        positive = (
-            "port",
-            "max_batch_tokens",
-            "max_queue",
-            "max_items",
-            "max_request_bytes",
-            "timeout_ms",
-            "min_warm",
-            "feature_timeout_ms",
-        )
-        for name in (*positive, "max_batch", "sessions", "cache_ttl"):
+        positive = ("port", "max_batch_tokens", "max_queue", "max_items", "max_request_bytes", "timeout_ms")
+        features = ("min_warm", "feature_timeout_ms")
+        jobs = ("jobs_concurrency", "jobs_ttl", "jobs_max_items", "jobs_max_pending", "jobs_max_request_bytes")
+        for name in (*positive, *features, *jobs, "jobs_chunk_items", "max_batch", "sessions", "cache_ttl"):
             value = getattr(self, name)
             if value is not None and value < 1 and not (name == "port" and value == 0):
                 raise InputError(f"{_flag(name)} {value} must be at least 1", f"set {_flag(name)} or {env_var(name)}")
@@ -87,6 +88,14 @@ class ServeConfig:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.features_schema):
             raise InputError(f"--features-schema {self.features_schema!r} is not a plain identifier", "use a-z, 0-9, _")
         _ = self.feature_ttls
+        if self.jobs is not None:
+            parse_redis_url(self.jobs, "--jobs")
+        if self.jobs_chunk_items > self.max_queue:
+            raise InputError(
+                f"--jobs-chunk-items {self.jobs_chunk_items} exceeds --max-queue {self.max_queue}: "
+                "a chunk could never fit",
+                "lower --jobs-chunk-items or raise --max-queue",
+            )
         for name in self.served_model_names:
             if not name or "/" in name or not name.isprintable():
                 raise InputError(
@@ -125,15 +134,19 @@ def parse_cache(value: str) -> str:
     """Accept `memory`, `off` or a Redis URL (`redis://HOST:PORT/DB`); anything else is a one-line error."""
     if value in (CACHE_MEMORY, CACHE_OFF):
         return value
+    return parse_redis_url(value, "--cache", "use memory, off, or ")
+
+
+def parse_redis_url(value: str, flag: str, hint: str = "use ") -> str:
+    """A Redis URL (`redis://HOST:PORT/DB`, rediss://, unix://), or a one-line error naming `flag`."""
     parts = urlsplit(value)
     if parts.scheme not in REDIS_SCHEMES:
         raise InputError(
-            f"--cache {value!r} is not understood",
-            "use memory, off, or redis://HOST:PORT/DB (e.g. redis://127.0.0.1:6379/0)",
+            f"{flag} {value!r} is not understood", f"{hint}redis://HOST:PORT/DB (e.g. redis://127.0.0.1:6379/0)"
         )
     db = parts.path.strip("/")
     if parts.scheme != "unix" and db and not db.isdigit():
-        raise InputError(f"--cache {value!r}: the database {db!r} is not a number", "use redis://HOST:PORT/DB")
+        raise InputError(f"{flag} {value!r}: the database {db!r} is not a number", "use redis://HOST:PORT/DB")
     return value
 
 

@@ -58,6 +58,10 @@ class DependencyDown(ServeError):
         return {"retry-after": "1"}
 
 
+class JobNotFound(ServeError):
+    status, reason, error_type = 404, "not_found", "invalid_request_error"
+
+
 class InvalidField(ServeError):
     status, reason, error_type = 422, "invalid", "invalid_request_error"
 
@@ -82,6 +86,12 @@ class NotReady(ServeError):
 
 class ShuttingDown(ServeError):
     status, reason, error_type = 503, "shutting_down", "unavailable"
+
+
+class JobsUnavailable(ServeError):
+    """Jobs are off (no --jobs), or their Redis store does not answer: either way, nothing durable to take them."""
+
+    status, reason, error_type = 503, "jobs_unavailable", "unavailable"
 
 
 class DeadlinePassed(ServeError):

@@ -161,13 +161,11 @@ def timeout_s(request: Request, config: ServeConfig) -> float:
     return min(value, config.timeout_ms) / 1000.0
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes, before it is all buffered."""
+async def read_body(request: Request, limit: int, flag: str = "--max-request-bytes") -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (set by `flag`), before it is all buffered."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"the request body is {declared} bytes; the limit is {limit} (--max-request-bytes)", param="body"
-        )
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit} ({flag})", param="body")
     chunks, size = [], 0
     more = True
     while more:  # ASGI messages straight from receive(): Request.stream()'s generator is a few us per request
@@ -178,9 +176,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         more = message.get("more_body", False)
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(
-                f"the request body is over the limit of {limit} bytes (--max-request-bytes)", param="body"
-            )
+            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes ({flag})", param="body")
         chunks.append(chunk)
     return b"".join(chunks)
 

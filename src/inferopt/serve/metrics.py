@@ -114,6 +114,7 @@ class ServeMetrics:
         )
         self.rejected = Counter("inferopt_rejected", "Requests refused, by reason", ["reason"], registry=reg)
         self._redis_up: Gauge | None = None
+        self._jobs: JobMetrics | None = None
         self._stage_children = {stage: self.stage_duration.labels(stage) for stage in STAGES}
         self._children: dict[tuple[object, ...], Any] = {}
 
@@ -127,6 +128,13 @@ class ServeMetrics:
                 registry=self.registry,
             )
         return self._redis_up
+
+    @property
+    def jobs(self) -> JobMetrics:
+        """Registered on first use, like redis_up: a server without --jobs reports no jobs."""
+        if self._jobs is None:
+            self._jobs = JobMetrics(self.registry)
+        return self._jobs
 
     def track_queue_depth(self, depth: Callable[[], float], path: str = "default") -> None:
         self.queue_depth.labels(path).set_function(depth)
@@ -166,3 +174,21 @@ class ServeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class JobMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.finished = Counter(
+            "inferopt_jobs", "Jobs finished, by status (succeeded, failed)", ["status"], registry=registry
+        )
+        self.pending = Gauge(
+            "inferopt_jobs_pending",
+            "Jobs queued or running for this model (all replicas), as last read",
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "inferopt_job_duration_seconds",
+            "Time from a job's submission to its end",
+            buckets=power_of_two_buckets(-4, 14),  # ~60 ms .. 4.5 h
+            registry=registry,
+        )

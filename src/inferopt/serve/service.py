@@ -5,7 +5,8 @@ Redis, then the store; the groups in parallel), so that what is cached below is 
 themselves, never by an id whose data may have changed. Then each input goes, in order, to the in-process LRU,
 to an identical input already in flight (single-flight), to the Redis tier, and only then is preprocessed by
 the task (in a thread, off the event loop) and queued in the batcher of its model path. So a list request sends
-only its misses to the runtime, and a burst of one popular input computes it once. Results fill the cache tiers on their way back, even for a request whose deadline has passed.
+only its misses to the runtime, and a burst of one popular input computes it once. Results fill the cache tiers
+on their way back, even for a request whose deadline has passed.
 """
 
 from __future__ import annotations

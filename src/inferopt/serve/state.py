@@ -18,7 +18,8 @@ from inferopt.serve.batcher import Batcher, BatchPolicy
 from inferopt.serve.cache import CacheKeys, MemoryLRU, OutputForm
 from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.config import ServeConfig
-from inferopt.serve.errors import NotReady, ShuttingDown
+from inferopt.serve.errors import JobsUnavailable, NotReady, ShuttingDown
+from inferopt.serve.jobs import Jobs
 from inferopt.serve.metrics import ServeMetrics
 from inferopt.serve.model import ServingModel, batch_policy, warm_up
 from inferopt.serve.service import InferenceService
@@ -37,6 +38,12 @@ class Ready:
     service: InferenceService
     max_items: int  # inputs one request may carry
     max_request_bytes: int  # the largest body read
+    jobs: Jobs | None = None  # None: no --jobs
+
+    def require_jobs(self) -> Jobs:
+        if self.jobs is None:
+            raise JobsUnavailable("jobs are off: start the server with --jobs redis://HOST:PORT/DB")
+        return self.jobs
 
     @property
     def dim(self) -> int:
@@ -103,6 +110,8 @@ class ServerState:
         if self.phase == "loading":
             self.phase, self.detail = "ready", "ready"
         ready = self.ready
+        if ready.jobs is not None and self.phase == "ready":
+            ready.jobs.start()  # only now: a job's chunks need the warm model
         log.info(
             "ready: %s (artifact %s), %d session(s), batches of <= %d items / %d tokens, wait <= %.1f ms, cache %s",
             ready.model.name,
@@ -132,7 +141,18 @@ class ServerState:
             model, batchers, self.metrics, keys=keys, memory=memory, redis=redis, features=features
         )
         body_limit = self.config.max_request_bytes or model.task.max_request_bytes
-        return Ready(model, policy, shapes, service, self.config.items_per_request, body_limit)
+        jobs = await self._jobs(model, service)
+        return Ready(model, policy, shapes, service, self.config.items_per_request, body_limit, jobs)
+
+    async def _jobs(self, model: ServingModel, service: InferenceService) -> Jobs | None:
+        if self.config.jobs is None:
+            return None
+        jobs = Jobs(self.config, model, service, self.metrics.jobs)
+        try:
+            await asyncio.wait_for(jobs.store.ping(), 2.0)
+        except Exception as exc:  # not fatal: the runner retries, and /v1/jobs answers 503 meanwhile
+            log.warning("the job store at %s does not answer yet (%s: %s)", jobs.url, type(exc).__name__, exc)
+        return jobs
 
     async def _caches(
         self, model: ServingModel, forms: dict[str, OutputForm]
@@ -178,6 +198,8 @@ class ServerState:
         ready = self.ready
         if ready is not None:
             try:
+                if ready.jobs is not None:  # first, while the batcher still answers their current chunks
+                    await ready.jobs.stop(self.config.drain_timeout_s)
                 await asyncio.to_thread(ready.service.close_batchers, self.config.drain_timeout_s)
                 if ready.service.redis is not None:
                     await ready.service.redis.close()

@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=1)
     parser.add_argument("--max-queue", type=int, default=ServeConfig.max_queue)
     parser.add_argument("--cache", default="memory")
+    parser.add_argument("--jobs", default=None, help="redis://HOST:PORT/DB: turn on /v1/jobs")
     args = parser.parse_args(argv)
     configure_logging("info")
     config = ServeConfig(
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         uds=args.uds,
         max_queue=args.max_queue,
         cache=args.cache,
+        jobs=args.jobs,
         drain_timeout_s=10,
     )
     model = fake_model(delay_s=args.delay_ms / 1000, sessions=args.sessions)

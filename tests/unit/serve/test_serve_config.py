@@ -26,6 +26,9 @@ from inferopt.serve.testing import bundled_text_task
         ({"max_items": 10, "max_queue": 5}, "--max-items 10 exceeds --max-queue 5"),
         ({"cache": "memcached://x"}, "--cache 'memcached://x' is not understood"),
         ({"cache": "redis://127.0.0.1:6379/zero"}, "the database 'zero' is not a number"),
+        ({"jobs": "memory"}, "--jobs 'memory' is not understood"),
+        ({"jobs_concurrency": 0}, "--jobs-concurrency 0 must be at least 1"),
+        ({"jobs_chunk_items": 64, "max_queue": 32}, "--jobs-chunk-items 64 exceeds --max-queue 32"),
     ],
 )
 def test_bad_settings_are_one_line_errors(kwargs: dict[str, object], message: str) -> None:
@@ -97,3 +100,22 @@ def test_served_model_names_come_from_flags_or_the_environment(monkeypatch: pyte
     env = runner.invoke(app, [str(tmp_path)], env={"INFEROPT_SERVED_MODEL_NAMES": "text-embedding-3-small default"})
     assert flags.exit_code == env.exit_code == 0, flags.output + env.output
     assert [c.served_model_names for c in seen] == [("a", "b"), ("text-embedding-3-small", "default")]
+
+
+def test_job_flags_come_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import typer
+
+    from inferopt.serve import command
+
+    seen: list[ServeConfig] = []
+    monkeypatch.setattr(command, "serve", lambda config, log_level: seen.append(config))
+    app = typer.Typer()
+    app.command()(command.serve_command)
+    env = {"INFEROPT_JOBS": "redis://127.0.0.1:6379/2", "INFEROPT_JOBS_TTL": "60"}
+    flags = ["--jobs-concurrency", "3", "--jobs-max-items", "50", "--jobs-max-pending", "7", "--jobs-chunk-items", "8"]
+    result = CliRunner().invoke(app, [str(tmp_path), *flags], env=env)
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert (config.jobs, config.jobs_ttl, config.jobs_concurrency) == ("redis://127.0.0.1:6379/2", 60, 3)
+    assert (config.jobs_max_items, config.jobs_max_pending, config.jobs_chunk_items) == (50, 7, 8)
+    assert ServeConfig().jobs is None and ServeConfig().jobs_max_request_bytes == 32 * 1024 * 1024

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
 from fastapi import APIRouter, Request, Response
 
 from inferopt.serve.http import (

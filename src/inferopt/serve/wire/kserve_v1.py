@@ -21,7 +21,11 @@ from inferopt.tasks.base import InvalidInput, Task
 def parse_predict(body: bytes, task: Task, *, max_items: int, query: dict[str, str] | None = None) -> list[Any]:
     """The raw inputs of a :predict body, with its `parameters` (and the query string's) applied; MalformedBody
     (400), PayloadTooLarge (413) or InvalidField (422)."""
-    data = decode_json(body)
+    return parse_instances(decode_json(body), task, max_items=max_items, query=query)
+
+
+def parse_instances(data: object, task: Task, *, max_items: int, query: dict[str, str] | None = None) -> list[Any]:
+    """parse_predict of a body already decoded (a job's, which has more fields than instances and parameters)."""
     if not isinstance(data, dict):
         raise InvalidField(f"the request body must be a JSON object, got {kind(data)}", param="body")
     if "instances" not in data:
