@@ -64,9 +64,7 @@ class FeatureSpec:
         if unknown:
             names = ", ".join(g.name for g in self.groups)
             raise ArtifactError(f"--feature-ttl names no group {unknown[0]!r}", f"the groups are {names}")
-        groups = tuple(
-            FeatureGroup(g.name, g.sql, g.columns, ttls.get(g.name, g.ttl_s)) for g in self.groups
-        )
+        groups = tuple(FeatureGroup(g.name, g.sql, g.columns, ttls.get(g.name, g.ttl_s)) for g in self.groups)
         return FeatureSpec(self.entity, groups, self.dependency)
 
     def to_dict(self) -> dict[str, Any]:
