@@ -192,3 +192,55 @@ class JobMetrics:
             buckets=power_of_two_buckets(-4, 14),  # ~60 ms .. 4.5 h
             registry=registry,
         )
+
+
+FEATURE_SOURCES = ("memory", "redis", "postgres", "stale", "error")
+
+
+class FeatureMetrics:
+    """The stored-feature reads (serve/feature_cache.py), on the registry of the app that serves them. Observed
+    on the event loop only, a few times per request (per group): LoopHistograms, and counter children kept."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "inferopt_feature_requests",
+            "Feature group reads, by group and where the values came from (memory, redis, postgres, stale, error)",
+            ["group", "source"],
+            registry=registry,
+        )
+        self.age = LoopHistograms(
+            "inferopt_feature_age_seconds",
+            "How long ago the store was read for the feature values served, by group",
+            ("group",),
+            power_of_two_buckets(-10, 14),  # ~1 ms .. ~4.5 h
+        )
+        self.fetch = LoopHistograms(
+            "inferopt_feature_fetch_seconds",
+            "Time of one feature store query, by group (failures included)",
+            ("group",),
+            power_of_two_buckets(-16, 4),  # ~15 us .. 16 s
+        )
+        registry.register(self.age)
+        registry.register(self.fetch)
+        self.redis_errors = Counter(
+            "inferopt_feature_redis_errors",
+            "Redis calls of the feature cache that failed (the read went on to the store)",
+            registry=registry,
+        )
+        self.store_up = Gauge(
+            "inferopt_feature_store_up", "1 while the feature store answers, 0 while it is down", registry=registry
+        )
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def served(self, group: str, source: str, age_s: float | None) -> None:
+        key = (group, source)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(group, source)
+        child.inc()
+        if age_s is not None:
+            self.age.labels(group).observe(age_s)
+
+    def fetched(self, group: str, seconds: float) -> None:
+        self.fetch.labels(group).observe(seconds)

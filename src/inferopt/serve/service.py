@@ -52,6 +52,8 @@ class FeatureReader(Protocol):
 
     async def read(self, ref: EntityRef) -> FeatureRecord: ...
 
+    async def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class _Miss:

