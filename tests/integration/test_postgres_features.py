@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from tests.pg_proxy import TcpProxy
 
 from inferopt.serve.feature_cache import FeatureCache
 from inferopt.sources.features import (
@@ -110,57 +111,6 @@ async def store(schema: str) -> AsyncIterator[PostgresFeatures]:
     await made.open()
     yield made
     await made.close()
-
-
-class TcpProxy:
-    """127.0.0.1:port -> PostgreSQL: the server the reader talks to, which the test can stop (dropping every
-    open connection, as a crashed server would) and start again on the same port."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        ends = [writer]
-        self._writers.add(writer)
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", PG_PORT)
-            ends.append(upstream_writer)
-            self._writers.add(upstream_writer)
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-        except OSError:
-            pass
-        finally:
-            for end in ends:
-                self._writers.discard(end)
-                end.transport.abort()
-            self._tasks.discard(task)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.transport.abort()  # one side gone: the other goes too, as with a real server
 
 
 class Clock:
