@@ -103,6 +103,10 @@ def optimize(
         float | None, typer.Option(help="Budget: least share of decisions at the threshold that match FP32's")
     ] = None,
     price_per_hour: Annotated[float, typer.Option(help="$ per machine-hour, for cost per 1M items")] = 0.05,
+    variant: Annotated[
+        str | None,
+        typer.Option(help="Ship this variant (by name, e.g. int8-static-qdq) if it meets the budget, not the fastest"),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="Fewer variants and shorter measurements (about a minute)")] = False,
     force: Annotated[bool, typer.Option(help="Replace --out if an earlier inferopt run wrote it")] = False,
 ) -> None:
@@ -144,6 +148,7 @@ def optimize(
         price_per_hour=price_per_hour,
         quick=quick,
         force=force,
+        variant=variant,
     )
     outcome = run_optimize(config)
     if outcome.artifact_dir is None:

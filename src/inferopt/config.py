@@ -40,6 +40,7 @@ class OptimizeConfig:
     quick: bool = False
     force: bool = False
     recipes: tuple[Any, ...] | None = None  # recipe configs; None: the default set (quick or full)
+    variant: str | None = None  # ship this variant (if it meets the budget) instead of the fastest
     max_eval_texts: int = 3000
     seed: int = 0
 

@@ -69,6 +69,14 @@ def run_optimize(config: OptimizeConfig, console: Console | None = None) -> Outc
             f"the PyTorch variants are measured in {config.out}/report.html; rewrite that op, or export the model "
             "to ONNX yourself and pass the .onnx file",
         )
+    if artifact_dir is None and config.variant is not None:
+        built = ", ".join(v.name for v in result.measured if v.servable)
+        why = "; ".join(result.selection.failures.get(config.variant, [])) if result.selection else ""
+        raise BudgetNotMet(
+            f"--variant {config.variant} "
+            + (f"missed the accuracy budget ({why})" if why else "was not built and measured"),
+            f"report written to {config.out}, no artifact; the servable variants were: {built}",
+        )
     if artifact_dir is None:
         failures = "; ".join(f"{n}: {', '.join(m)}" for n, m in result.selection.failures.items())  # type: ignore[union-attr]
         flags = ", ".join(f for f in task.metrics().flags)
@@ -133,7 +141,7 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
         _final_rounds(result, task, data, config, progress)
     metrics = task.metrics()
     candidates = [Candidate(v.name, v.accuracy, v.bench, v.servable) for v in result.measured]  # type: ignore[arg-type]
-    result.selection = select(candidates, budget, primary=metrics.primary)
+    result.selection = select(candidates, budget, primary=metrics.primary, pinned=config.variant)
     return result
 
 

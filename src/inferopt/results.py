@@ -84,6 +84,7 @@ class RunResult:
                 "failures": selection.failures,
                 "tied": selection.tied,
                 "tie_tolerance": selection.noise,
+                "pinned": selection.pinned,
             },
             "seconds": self.seconds,
         }

@@ -38,6 +38,7 @@ class Selection:
     failures: dict[str, list[str]] = field(default_factory=dict)  # variant -> how it missed the budget
     tied: list[str] = field(default_factory=list)  # the variants tied on speed with the fastest (chosen among)
     noise: float = TIE_TOLERANCE  # the relative speed difference that counted as a tie
+    pinned: bool = False  # chosen by name (optimize --variant), not by speed
 
     def passed(self, name: str) -> bool:
         return name not in self.failures
@@ -61,9 +62,15 @@ def relative_noise(fastest: Candidate, other: Candidate) -> float:
     return (max(ratios) - min(ratios)) / 2.0
 
 
-def select(candidates: list[Candidate], budget: Budget, *, primary: str = "mean_cosine") -> Selection:
+def select(
+    candidates: list[Candidate], budget: Budget, *, primary: str = "mean_cosine", pinned: str | None = None
+) -> Selection:
+    """`pinned`: the variant the user named (optimize --variant); chosen only if it is servable and in budget."""
     failures = {c.name: m for c in candidates if (m := budget.misses(c.accuracy))}
     eligible = [c for c in candidates if c.servable and c.name not in failures]
+    if pinned is not None:
+        found = any(c.name == pinned for c in eligible)
+        return Selection(pinned if found else None, failures, [pinned] if found else [], pinned=True)
     if not eligible:
         return Selection(None, failures)
     fastest = max(eligible, key=lambda c: c.throughput)

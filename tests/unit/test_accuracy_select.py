@@ -123,3 +123,19 @@ def test_no_variant_meets_budget() -> None:
     selection = select([_candidate("x", 0.98, 10.0), _candidate("y", 0.97, 20.0)], budget)
     assert selection.chosen is None and set(selection.failures) == {"x", "y"}
     assert any("min cosine" in m for m in selection.failures["x"])
+
+
+def test_a_pinned_variant_is_shipped_only_if_it_is_servable_and_inside_the_budget() -> None:
+    candidates = [
+        _candidate("torch", 1.0, 100.0, servable=False),
+        _candidate("fp32", 1.0, 1000.0),
+        _candidate("int8", 0.995, 990.0),
+        _candidate("int8-bad", 0.96, 1200.0),
+    ]
+    budget = Budget.of(mean_cosine=0.99)
+    assert select(candidates, budget).chosen == "fp32"  # tied on speed: the higher fidelity
+    pinned = select(candidates, budget, pinned="int8")
+    assert (pinned.chosen, pinned.pinned, pinned.tied) == ("int8", True, ["int8"])
+    assert select(candidates, budget, pinned="int8-bad").chosen is None
+    assert select(candidates, budget, pinned="torch").chosen is None
+    assert select(candidates, budget, pinned="nonesuch").chosen is None

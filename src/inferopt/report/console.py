@@ -49,7 +49,9 @@ def print_summary(result: RunResult, console: Console, out: Path) -> None:
     console.print(table)
     chosen_name = selection.chosen if selection else None
     console.print(f"budget: {budget_text(result)}")
-    if selection is not None and len(selection.tied) > 1:
+    if selection is not None and selection.pinned and selection.chosen:
+        console.print(f"{selection.chosen}: pinned by --variant (inside the budget)")
+    elif selection is not None and len(selection.tied) > 1:
         console.print(
             f"tied on speed (within {selection.noise:.1%}): {', '.join(selection.tied)}; the higher fidelity won"
         )

@@ -98,7 +98,9 @@ def _verdict_line(result: RunResult) -> str:
         best = chosen.bench.best if chosen.bench else None
         speed = f", {best.items_per_second:,.0f} items/s ({best.settings.label})" if best else ""
         tied = (
-            f"<br>Tied on speed within {selection.noise:.1%}: {_esc(', '.join(selection.tied))}; the higher "
+            "<br>Pinned by <code>--variant</code> (inside the budget), not picked by speed."
+            if selection.pinned
+            else f"<br>Tied on speed within {selection.noise:.1%}: {_esc(', '.join(selection.tied))}; the higher "
             "fidelity won."
             if len(selection.tied) > 1
             else ""
