@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 STSB   := ../shared/data/stsbenchmark/sts-dev.csv
 DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
 
-.PHONY: setup demo demo-image demo-recsys test lint bench clean
+.PHONY: setup demo demo-image demo-recsys demo-risk test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ demo-image: setup  ## optimize the bundled EfficientNet-Lite0 (ImageNet) into bu
 demo-recsys: setup  ## train NeuMF on MovieLens 100K (or reuse it), optimize it into build/demo-recsys, with its report
 	$(PY) -m inferopt.tasks.recommendation.train --out build/recsys/model
 	$(VENV)/bin/inferopt optimize build/recsys/model --out build/demo-recsys --force
+
+RISK_PG ?= $(or $(INFEROPT_FEATURES),postgresql://postgres@127.0.0.1:5432/test)
+
+demo-risk: setup  ## train the German credit risk MLP, load its features into PostgreSQL, optimize, print the before/after table
+	$(PY) -m inferopt.tasks.tabular.train --out build/risk/model
+	$(VENV)/bin/inferopt optimize build/risk/model --variant int8-static-qdq --out build/demo-risk --force
+	@if $(PY) -m inferopt.tasks.tabular.load_features --features $(RISK_PG) --schema inferopt_risk; then \
+		$(PY) benchmarks/risk.py --artifact build/demo-risk/artifact --features $(RISK_PG) --duration 15 \
+			--out build/demo-risk/bench; \
+	else \
+		echo "The before/after table needs PostgreSQL (see docs/SERVING.md, 'Risk scoring'); set RISK_PG=postgresql://..."; \
+	fi
 
 test: setup  ## the whole suite: unit, integration (real MiniLM, Redis), e2e
 	$(PY) -m pytest -q

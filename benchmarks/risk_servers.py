@@ -41,8 +41,8 @@ from fastapi import FastAPI, HTTPException, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from inferopt.tasks.tabular import model_dir  # noqa: E402
-from inferopt.tasks.tabular.german_credit import FEATURES, NO_CHECKING, NO_SAVINGS  # noqa: E402
+from inferopt.tasks.tabular import model_dir
+from inferopt.tasks.tabular.german_credit import FEATURES, NO_CHECKING, NO_SAVINGS
 
 STAGES = ("pilot", "cache", "onnx")
 NAMES = {group: [f.name for f in FEATURES if f.group == group] for group in ("application", "history", "profile")}
