@@ -118,6 +118,11 @@ def test_an_id_request_waits_for_its_features_and_a_record_routes_by_the_rule(
     # The path is part of what is cached: the same record on another path is another entry.
     assert task.canonical(flagged) != task.canonical(Application(small))
     assert task.canonical(Application(small)) == task.canonical(Application(dict(reversed(small.items()))))
+    # Two tenants' equal records are two entries: a hit must not tell one tenant what another sent.
+    acme = task.with_features(task.instance({"entity_id": 17, "tenant": "acme"}, "i"), read)
+    assert task.canonical(filled) != task.canonical(acme) and task.canonical(filled) != task.canonical(
+        Application(record)
+    )
 
 
 def test_the_accounts_pivot_turns_missing_rows_into_the_data_sets_none_values(german_credit: object) -> None:

@@ -275,3 +275,25 @@ def test_a_job_scores_a_list_of_entities_as_predict_does(risk_artifact: Path, sc
             assert [{k: v for k, v in p.items() if k != "debug"} for p in job["result"]["predictions"]] == strip
     finally:
         redis.Redis.from_url(url).flushdb()
+
+
+def test_every_session_of_every_path_is_warm_before_ready(risk_artifact: Path) -> None:
+    from inferopt.serve.model import batch_policy, warm_up
+
+    model = ServingModel.from_artifact(load_artifact(risk_artifact), sessions=1, min_warm=2)
+    assert len(model.backends) == 2 and len(model.paths["complex"]) == 2
+    assert model.path_variants == {"complex": "onnx-fp32"}
+    calls: list[tuple[str, int]] = []
+    for path, backends in model.all_paths.items():
+        for backend in backends:
+            original = backend.run
+
+            def recorded(feeds: dict[str, np.ndarray], original: Any = original, path: str = path) -> Any:
+                calls.append((path, len(feeds["features"])))
+                return original(feeds)
+
+            backend.run = recorded  # type: ignore[method-assign]
+            backend.warmup = lambda feeds, run=recorded: run(feeds)  # type: ignore[method-assign]
+    policy = batch_policy(ServeConfig(max_batch=32), model)
+    warm_up(model, policy)
+    assert sorted(calls) == sorted([(p, n) for p in ("default", "complex") for _ in range(2) for n in (1, 32)])

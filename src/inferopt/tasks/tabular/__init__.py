@@ -220,10 +220,13 @@ class TabularTask(Task):
         return {"score": round(score, 6), "decision": decision, "model_path": item.path}
 
     def canonical(self, raw: Any) -> bytes:
-        """The features as sorted JSON and the path flag: equal bytes, equal results. An input that still names
-        an entity has no features yet; serve fills them before it asks."""
+        """The tenant, the features as sorted JSON and the path flag: equal bytes, equal results. The tenant is
+        there although equal features give equal scores: a cache hit must not tell one tenant that another sent
+        the same record. An input that still names an entity has no features yet; serve fills them first."""
         app = self._application(raw)
-        return orjson.dumps(app.values, option=orjson.OPT_SORT_KEYS) + b"|%d" % (self._path(app) == COMPLEX_PATH)
+        tenant = app.entity.tenant.encode() if app.entity is not None else b""
+        values = orjson.dumps(app.values, option=orjson.OPT_SORT_KEYS)
+        return b"%d:%s|%s|%d" % (len(tenant), tenant, values, self._path(app) == COMPLEX_PATH)
 
     def instance(self, value: Any, field: str) -> Any:
         if not isinstance(value, dict):
