@@ -36,7 +36,7 @@ demo-risk: setup  ## train the German credit risk MLP, load its features into Po
 	$(PY) -m inferopt.tasks.tabular.train --out build/risk/model
 	$(VENV)/bin/inferopt optimize build/risk/model --variant int8-static-qdq --out build/demo-risk --force
 	@if $(PY) -m inferopt.tasks.tabular.load_features --features $(RISK_PG) --schema inferopt_risk; then \
-		$(PY) benchmarks/risk.py --artifact build/demo-risk/artifact --features $(RISK_PG) --duration 15 \
+		$(PY) benchmarks/risk.py --artifact build/demo-risk/artifact --dsn $(RISK_PG) --duration 15 \
 			--out build/demo-risk/bench; \
 	else \
 		echo "The before/after table needs PostgreSQL (see docs/SERVING.md, 'Risk scoring'); set RISK_PG=postgresql://..."; \
@@ -57,6 +57,7 @@ bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.m
 	$(PY) benchmarks/image.py --out build/bench/image --json build/bench/image.json
 	$(PY) benchmarks/digits.py --json build/bench/digits.json
 	$(PY) benchmarks/recsys.py --json build/bench/recsys.json
+	$(PY) benchmarks/risk.py --json build/bench/risk.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -80,7 +80,8 @@ def build(args: argparse.Namespace) -> tuple[Path, Path]:
     if (artifact / "manifest.json").is_file() and not args.reoptimize:
         console.print(f"reusing {artifact} (--reoptimize to build it again)")
         return model, artifact
-    outcome = run_optimize(OptimizeConfig(model=str(model), out=args.out / "optimized", force=True), console)
+    config = OptimizeConfig(model=str(model), out=args.out / "optimized", force=True, variant=args.variant or None)
+    outcome = run_optimize(config, console)
     assert outcome.artifact_dir is not None
     return model, outcome.artifact_dir
 
@@ -366,6 +367,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured per stage")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds sent, not measured, before each")
     parser.add_argument("--artifact", type=Path, default=None, help="an optimized risk artifact (else built)")
+    parser.add_argument("--variant", default="int8-static-qdq", help="the default path's variant ('' for the pick)")
     parser.add_argument("--reoptimize", action="store_true", help="optimize again even if OUT holds an artifact")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench" / "risk")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
@@ -373,8 +375,8 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.1, help="skew of the replay over the application ids")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="load generator processes")
-    parser.add_argument("--pilot-db", choices=("connect", "thread"), default="connect",
-                        help="the pilot's Postgres: a connection per request, or one per pool thread")  # fmt: skip
+    parser.add_argument("--pilot-db", choices=("connect", "thread"), default="thread",
+                        help="the pilot's Postgres: one connection per pool thread, or one per request")  # fmt: skip
     parser.add_argument("--split-requests", type=int, default=200, help="sequential Server-Timing cross-check")
     parser.add_argument("--stages", nargs="+", choices=[s for s, _ in STAGES], default=[s for s, _ in STAGES])
     parser.add_argument("--port", type=int, default=8041, help="stage i listens on port + i")

@@ -163,9 +163,7 @@ def test_injection_attempts_are_refused_or_find_nothing_and_change_nothing(
     assert asyncio.run(_count(schema)) == 1000 + ACME
 
 
-def test_large_loans_and_flagged_requests_take_the_complex_path(
-    server: ServerThread, german_credit: Dataset
-) -> None:
+def test_large_loans_and_flagged_requests_take_the_complex_path(server: ServerThread, german_credit: Dataset) -> None:
     large = next(i + 1 for i, r in enumerate(german_credit.records) if r["credit_amount"] >= 10_000)
     complex_batches = 'inferopt_batch_size_count{model_path="complex"}'
     with httpx.Client(base_url=server.url) as client:
@@ -297,3 +295,26 @@ def test_every_session_of_every_path_is_warm_before_ready(risk_artifact: Path) -
     policy = batch_policy(ServeConfig(max_batch=32), model)
     warm_up(model, policy)
     assert sorted(calls) == sorted([(p, n) for p in ("default", "complex") for _ in range(2) for n in (1, 32)])
+
+
+def test_open_inference_protocol_v2_scores_entity_ids_of_a_tenant(server: ServerThread) -> None:
+    from inferopt.serve.wire.oip_v2 import decode_outputs, encode_infer_request
+
+    with httpx.Client(base_url=server.url) as client:
+        ids = np.array([1, 2, 3], np.int64)
+        body = encode_infer_request({"entity_id": ids, "tenant": ["acme"] * 3})
+        response = client.post(f"/v2/models/{NAME}/infer", content=body)
+        assert response.status_code == 200, response.text
+        scores = decode_outputs(response.content)["score"]
+        kserve = predict(client, *({"entity_id": int(i), "tenant": "acme"} for i in ids)).json()["predictions"]
+        assert scores.shape == (3,)
+        assert np.allclose(scores, [p["score"] for p in kserve], atol=1e-6)
+        bad = client.post(
+            f"/v2/models/{NAME}/infer", content=encode_infer_request({"entity_id": ids.astype(np.float32)})
+        )
+        assert bad.status_code == 422 and "entity_id must be an INT64" in bad.text
+        missing = client.post(
+            f"/v2/models/{NAME}/infer",
+            content=encode_infer_request({"entity_id": np.array([999], np.int64), "tenant": ["acme"]}),
+        )
+        assert missing.status_code == 404

@@ -270,7 +270,7 @@ class TabularTask(Task):
         return instance
 
     def from_tensors(self, tensors: dict[str, Any]) -> list[Any]:
-        """entity_id INT64 [n], and optionally tenant BYTES [n] (or [1] for all rows)."""
+        """entity_id INT64 [n], and optionally tenant BYTES [n] (default: every row's tenant is "default")."""
         unknown = sorted(set(tensors) - {"entity_id", "tenant"})
         if unknown or "entity_id" not in tensors:
             raise InvalidInput(
@@ -279,11 +279,9 @@ class TabularTask(Task):
         ids = np.asarray(tensors["entity_id"])
         if isinstance(tensors["entity_id"], list) or ids.dtype.kind not in "iu" or ids.ndim != 1:
             raise InvalidInput("entity_id must be an INT64 tensor of rank 1", "entity_id")
-        tenants = tensors.get("tenant", [DEFAULT_TENANT])
-        if not isinstance(tenants, list) or len(tenants) not in (1, len(ids)):
-            raise InvalidInput(f"tenant must be BYTES [1] or [{len(ids)}]", "tenant")
-        if len(tenants) == 1:
-            tenants = tenants * len(ids)
+        tenants = tensors.get("tenant", [DEFAULT_TENANT] * len(ids))
+        if not isinstance(tenants, list) or len(tenants) != len(ids):
+            raise InvalidInput(f"tenant must be BYTES [{len(ids)}], one per entity_id", "tenant")
         return [
             self.instance({"entity_id": int(i), "tenant": t}, f"row {row}")
             for row, (i, t) in enumerate(zip(ids.tolist(), tenants, strict=True))
