@@ -3,8 +3,9 @@ each a FastAPI app under uvicorn (1 worker), one process, chosen by --stage:
 
     pilot   the pilot as a team builds it: a sync `def` endpoint (FastAPI runs it in its thread pool) that
             reads through one psycopg 3 connection per pool thread (--pilot-db thread, the default: a pooled
-            app; or a connection per request, --pilot-db connect), runs ONE query joining the four tables for the application, encodes the row and runs
-            the trained module in PyTorch FP32 eager, one forward per request, no cache.
+            app; or a connection per request, --pilot-db connect), runs ONE query joining the four tables
+            for the application, encodes the row and runs the trained module in PyTorch FP32 eager, one
+            forward per request, no cache.
     cache   + the feature cache and async I/O: an `async def` endpoint reading features through inferopt's
             FeatureCache over PostgresFeatures (asyncpg pool, the four groups fetched in parallel, each kept
             for its TTL from features.json, single-flight); the model is still PyTorch FP32 eager, run off the
