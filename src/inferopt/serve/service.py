@@ -117,8 +117,11 @@ class InferenceService:
         timeout = deadline - time.monotonic()
         if timeout <= 0:
             raise DeadlineExceeded("deadline passed")
+        read = self.features.read
         try:
-            records = await asyncio.wait_for(asyncio.gather(*(self.features.read(ref) for ref in wanted)), timeout)
+            # asyncio.timeout, not wait_for, and no gather for one entity: each would wrap the read in a task.
+            async with asyncio.timeout(timeout):
+                records = [await read(wanted[0])] if len(wanted) == 1 else await asyncio.gather(*map(read, wanted))
         except TimeoutError:
             raise DeadlineExceeded("deadline passed while reading stored features") from None
         by_ref = dict(zip(wanted, records, strict=True))
@@ -157,7 +160,9 @@ class InferenceService:
             if not misses:
                 return
             started = time.perf_counter()
-            items = await self.preprocessing.run([m.raw for m in misses])
+            raws = [m.raw for m in misses]
+            task = self.model.task
+            items = task.preprocess(raws) if task.inline_preprocess else await self.preprocessing.run(raws)
             preprocess_s = time.perf_counter() - started
             # Each flight's deadline, already pushed out by any request that joined it meanwhile: queued with
             # the first requester's alone, an item could expire before the later requesters' reached it.
