@@ -18,9 +18,7 @@ from inferopt.tasks.tabular.german_credit import Dataset
 from inferopt.tasks.tabular.train import TrainSettings, run
 
 
-def test_training_is_deterministic_and_its_held_out_auc_is_well_above_chance(
-    risk_model: Path, tmp_path: Path
-) -> None:
+def test_training_is_deterministic_and_its_held_out_auc_is_well_above_chance(risk_model: Path, tmp_path: Path) -> None:
     again = run(None, tmp_path / "again", TrainSettings(), force=False, echo=lambda _: None)
     with np.load(risk_model / "weights.npz") as a, np.load(again / "weights.npz") as b:
         assert sorted(a.files) == sorted(b.files)

@@ -90,7 +90,7 @@ class ServeConfig:
         _ = self.feature_ttls
         if self.jobs is not None:
             parse_redis_url(self.jobs, "--jobs")
-        if self.jobs_chunk_items > self.max_queue:
+        if self.jobs is not None and self.jobs_chunk_items > self.max_queue:
             raise InputError(
                 f"--jobs-chunk-items {self.jobs_chunk_items} exceeds --max-queue {self.max_queue}: "
                 "a chunk could never fit",

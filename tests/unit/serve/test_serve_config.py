@@ -28,7 +28,10 @@ from inferopt.serve.testing import bundled_text_task
         ({"cache": "redis://127.0.0.1:6379/zero"}, "the database 'zero' is not a number"),
         ({"jobs": "memory"}, "--jobs 'memory' is not understood"),
         ({"jobs_concurrency": 0}, "--jobs-concurrency 0 must be at least 1"),
-        ({"jobs_chunk_items": 64, "max_queue": 32}, "--jobs-chunk-items 64 exceeds --max-queue 32"),
+        (
+            {"jobs": "redis://127.0.0.1:6379/14", "jobs_chunk_items": 64, "max_queue": 32},
+            "--jobs-chunk-items 64 exceeds",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_errors(kwargs: dict[str, object], message: str) -> None:
