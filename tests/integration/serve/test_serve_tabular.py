@@ -19,15 +19,15 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from tests.pg_proxy import ThreadedProxy
 
 from inferopt.artifact import load_artifact
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.model import ServingModel
 from inferopt.serve.testing import ServerThread, wait_until
 from inferopt.tasks.tabular import load_features
-from inferopt.tasks.tabular.german_credit import Dataset
 from inferopt.tasks.tabular.encoders import Encoders
-from tests.pg_proxy import ThreadedProxy
+from inferopt.tasks.tabular.german_credit import Dataset
 
 pytestmark = pytest.mark.slow
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
