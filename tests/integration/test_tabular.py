@@ -35,6 +35,7 @@ def test_optimize_keeps_the_budget_and_carries_the_fp32_graph_on_the_complex_pat
     risk_optimized: object, risk_artifact: Path, risk_model: Path, german_credit: Dataset
 ) -> None:
     result = risk_optimized.result  # type: ignore[attr-defined]
+    assert result.selection.chosen == "int8-static-qdq" and result.selection.pinned
     chosen = result.variant(result.selection.chosen)
     assert chosen.accuracy.get("decision_agreement") >= 0.99
     assert chosen.accuracy.get("metric_drop") <= 0.4

@@ -9,6 +9,16 @@ Which items make up the batch is `batching.pick_batch`: around the oldest, the c
 within the padding limit. The task collates the batch and splits the outputs back into items (`BatchCodec`);
 workers are threads because onnxruntime releases the GIL.
 
+Admission is by predicted wait, not only by queue length: a request whose items would wait longer than
+its deadline allows (or than `max_wait_s`, serve's --max-queue-ms) is refused at once (WaitTooLong), so the
+ones accepted still meet their deadlines. The wait is the items queued ahead of it over the workers'
+measured service rate (items per second of runtime, times the workers): a capacity, not the recent
+throughput, so an idle server that has seen little traffic predicts no wait.
+
+Two lanes: items of a high-priority request (interactive traffic) are batched before any low-priority one
+(bulk: jobs), and a high request's predicted wait counts only the high items ahead of it. A batch holds
+items of one lane. Low items wait while high ones keep coming; that is the point of the lane.
+
 Knows nothing of HTTP, asyncio or which task it serves: callers get `concurrent.futures.Future`s. An item
 whose deadline passes while it waits is dropped before it reaches the runtime; a batch that fails is
 retried item by item, so a failing input fails alone.
@@ -30,12 +40,27 @@ from inferopt.batching import BatchPolicy, pick_batch
 from inferopt.runtime.base import Arrays, Backend
 from inferopt.tasks.base import Item
 
-__all__ = ["BatchCodec", "BatchPolicy", "Batcher", "BatcherClosed", "DeadlineExceeded", "ItemResult", "QueueFull"]
+__all__ = [
+    "HIGH",
+    "LANES",
+    "LOW",
+    "BatchCodec",
+    "BatchPolicy",
+    "Batcher",
+    "BatcherClosed",
+    "DeadlineExceeded",
+    "ItemResult",
+    "QueueFull",
+    "WaitTooLong",
+]
 
 log = logging.getLogger("inferopt.serve")
 
 BatchObserver = Callable[[int, int, float], None]  # (items, padded cost, seconds in the runtime)
+WaitObserver = Callable[[str, list[float]], None]  # (lane, each item's queue wait in seconds), per batch
 DRAIN_WINDOW_S = 5.0  # completions older than this no longer count towards the drain rate
+HIGH, LOW = "high", "low"
+LANES = (HIGH, LOW)
 
 
 class QueueFull(Exception):
@@ -43,6 +68,15 @@ class QueueFull(Exception):
         super().__init__(f"queue full ({depth} items); retry after {retry_after_s} s")
         self.depth = depth
         self.retry_after_s = retry_after_s
+
+
+class WaitTooLong(QueueFull):
+    """The request's items would wait in the queue longer than its deadline (or --max-queue-ms) allows."""
+
+    def __init__(self, depth: int, retry_after_s: int, expected_s: float, limit_s: float) -> None:
+        super().__init__(depth, retry_after_s)
+        self.expected_s = expected_s
+        self.limit_s = limit_s
 
 
 class DeadlineExceeded(Exception):
@@ -71,14 +105,15 @@ class ItemResult:
 class QueuedItem:
     """One input in the queue. `extend_deadline` lets a second waiter on the same input keep it alive."""
 
-    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item")
+    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item", "lane")
 
-    def __init__(self, item: Item, deadline: float, enqueued: float) -> None:
+    def __init__(self, item: Item, deadline: float, enqueued: float, lane: str = HIGH) -> None:
         self.item = item
         self.cost = item.cost
         self.group = item.group
         self.deadline = deadline
         self.enqueued = enqueued
+        self.lane = lane
         self.future: Future[ItemResult] = Future()
 
     def extend_deadline(self, deadline: float) -> None:
@@ -94,6 +129,7 @@ class Batcher:
         codec: BatchCodec,
         *,
         on_batch: BatchObserver | None = None,
+        on_wait: WaitObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not backends:
@@ -102,10 +138,13 @@ class Batcher:
         self.policy = policy
         self.codec = codec
         self.on_batch = on_batch
+        self.on_wait = on_wait
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: list[QueuedItem] = []
         self._queued_cost = 0
+        self._high = 0  # high-lane items in the queue
+        self._service: deque[tuple[float, int, float]] = deque()  # (finished at, items, runtime seconds)
         self._busy = 0
         self._closed = False
         self._completions: deque[tuple[float, int]] = deque()
@@ -120,21 +159,40 @@ class Batcher:
             self._threads.append(thread)
         return self
 
-    def submit(self, items: Sequence[Item], deadline: float | Sequence[float] = math.inf) -> list[QueuedItem]:
+    def submit(
+        self,
+        items: Sequence[Item],
+        deadline: float | Sequence[float] = math.inf,
+        *,
+        lane: str = HIGH,
+        max_wait_s: float = math.inf,
+    ) -> list[QueuedItem]:
         """Queue the items of one request, all or none: a request never half-enters a full queue. `deadline`:
-        one for all, or one per item (an item other requests wait for too lives until the last of them)."""
+        one for all, or one per item (an item other requests wait for too lives until the last of them).
+        QueueFull when the queue has no room; WaitTooLong when the items would wait past the soonest deadline
+        or `max_wait_s`, as the queue ahead of them and the measured service rate predict."""
         now = self._clock()
         deadlines = [deadline] * len(items) if isinstance(deadline, (int, float)) else list(deadline)
-        queued = [QueuedItem(item, until, now) for item, until in zip(items, deadlines, strict=True)]
+        queued = [QueuedItem(item, until, now, lane) for item, until in zip(items, deadlines, strict=True)]
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the batcher is closed")
             if len(self._queue) + len(queued) > self.policy.max_queue:
                 raise QueueFull(len(self._queue), self._retry_after_locked(now))
+            limit = min(max_wait_s, min(deadlines, default=math.inf) - now)
+            expected = self._expected_wait_locked(now, lane, len(queued))
+            if expected > limit:
+                raise WaitTooLong(len(self._queue), self._retry_after_locked(now), expected, limit)
             self._queue.extend(queued)
             self._queued_cost += sum(item.cost for item in queued)
+            self._high += len(queued) if lane == HIGH else 0
             self._cond.notify_all()
         return queued
+
+    def expected_wait(self, lane: str = HIGH, items: int = 1) -> float:
+        """Seconds `items` more of `lane` would wait before their batch starts, as predicted now."""
+        with self._cond:
+            return self._expected_wait_locked(self._clock(), lane, items)
 
     @property
     def depth(self) -> int:
@@ -198,27 +256,35 @@ class Batcher:
                     return None, []
                 self._cond.wait()
                 continue
-            wait = self._wait_s(now)
+            lane = self._lane_locked()
+            wait = self._wait_s(now, lane)
             if wait <= 0:
-                batch = pick_batch(self._queue, self.policy)
+                batch = pick_batch(lane, self.policy)
                 self._remove_locked(batch)
                 self._busy += 1
                 return batch, []
             soonest_deadline = min(item.deadline for item in self._queue) - now
             self._cond.wait(min(wait, soonest_deadline))
 
-    def _wait_s(self, now: float) -> float:
+    def _lane_locked(self) -> list[QueuedItem]:
+        """The items the next batch is taken from: the high lane's while it has any, else the low lane's."""
+        if self._high == 0 or self._high == len(self._queue):
+            return self._queue
+        return [item for item in self._queue if item.lane == HIGH]
+
+    def _wait_s(self, now: float, lane: list[QueuedItem]) -> float:
         """How long a free worker should still wait before taking a batch (<= 0: take it now)."""
         if self._busy == 0 or self._closed:
             return 0.0
         if len(self._queue) >= self.policy.max_batch or self._queued_cost >= self.policy.max_tokens:
             return 0.0
-        return self._queue[0].enqueued + self.policy.max_wait_s - now
+        return lane[0].enqueued + self.policy.max_wait_s - now
 
     def _remove_locked(self, items: list[QueuedItem]) -> None:
         gone = {id(item) for item in items}
         self._queue = [item for item in self._queue if id(item) not in gone]
         self._queued_cost -= sum(item.cost for item in items)
+        self._high -= sum(item.lane == HIGH for item in items)
 
     def _run(self, backend: Backend, batch: list[QueuedItem]) -> None:
         started = self._clock()
@@ -237,9 +303,12 @@ class Batcher:
                 self._run_alone(backend, item, started)
             return
         done = self._clock()
+        self._served(done, len(live), done - started)
         for item, result in zip(live, outputs, strict=True):
             item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
         self._observe(len(live), len(live) * max(item.cost for item in live), done - started)
+        if self.on_wait is not None:
+            self._observe_waits(live[0].lane, [started - item.enqueued for item in live])
 
     def _run_alone(self, backend: Backend, item: QueuedItem, started: float) -> None:
         try:
@@ -250,6 +319,8 @@ class Batcher:
         done = self._clock()
         item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
         self._observe(1, item.cost, done - started)
+        if self.on_wait is not None:
+            self._observe_waits(item.lane, [started - item.enqueued])
 
     def _infer(self, backend: Backend, queued: list[QueuedItem]) -> list[Arrays]:
         items = [q.item for q in queued]
@@ -258,6 +329,16 @@ class Batcher:
             if value.shape[0] != len(items):
                 raise RuntimeError(f"the runtime returned {value.shape[0]} rows of {name} for a batch of {len(items)}")
         return self.codec.split(outputs, items)
+
+    def _served(self, done: float, items: int, seconds: float) -> None:
+        with self._cond:
+            self._service.append((done, items, seconds))
+
+    def _observe_waits(self, lane: str, waits: list[float]) -> None:
+        try:
+            self.on_wait(lane, waits)  # type: ignore[misc]
+        except Exception:  # metrics must never fail a batch
+            log.exception("wait observer failed")
 
     def _observe(self, items: int, padded_tokens: int, seconds: float) -> None:
         if self.on_batch is not None:
@@ -273,6 +354,26 @@ class Batcher:
             return 0.0
         span = max(now - self._completions[0][0], 0.05)
         return sum(n for _, n in self._completions) / span
+
+    def _capacity_locked(self, now: float) -> float:
+        """Items per second the workers finish while busy, over the last few seconds (0: nothing measured)."""
+        while self._service and self._service[0][0] < now - DRAIN_WINDOW_S:
+            self._service.popleft()
+        seconds = sum(s for _, _, s in self._service)
+        if seconds <= 0:
+            return 0.0
+        return sum(n for _, n, _ in self._service) / seconds * len(self.backends)
+
+    def _expected_wait_locked(self, now: float, lane: str, items: int) -> float:
+        """The queue ahead of `items` new ones of `lane` (all of it for low; the high lane's for high), plus
+        the batches already running, over the service rate; 0 when there is no rate to go by yet."""
+        ahead = self._high if lane == HIGH else len(self._queue)
+        if ahead == 0 and self._busy < len(self.backends):
+            return 0.0  # a free worker takes it at once
+        capacity = self._capacity_locked(now)
+        if capacity <= 0:
+            return 0.0
+        return (ahead + items) / capacity
 
     def _retry_after_locked(self, now: float) -> int:
         """Seconds until the queue has drained at the current rate: what a 429's Retry-After says."""

@@ -45,6 +45,13 @@ def serve_command(
         float, _opt("Most share of a batch's tokens that may be padding (1: no limit)", "max_padding")
     ] = _D.max_padding,
     max_queue: Annotated[int, _opt("Most items waiting; beyond it requests get 429", "max_queue")] = _D.max_queue,
+    max_queue_ms: Annotated[
+        float | None,
+        _opt(
+            "Refuse (429) a request predicted to wait longer than this in the queue (default: its deadline)",
+            "max_queue_ms",
+        ),
+    ] = None,
     max_items: Annotated[
         int | None, _opt("Most inputs in one request, else 413 (default: 2048, or --max-queue if lower)", "max_items")
     ] = None,
@@ -112,6 +119,7 @@ def serve_command(
         max_batch_tokens=max_batch_tokens,
         max_padding=max_padding,
         max_queue=max_queue,
+        max_queue_ms=max_queue_ms,
         max_items=max_items,
         max_request_bytes=max_request_bytes,
         timeout_ms=timeout_ms,

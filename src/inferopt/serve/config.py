@@ -36,6 +36,7 @@ class ServeConfig:
     max_batch_tokens: int = 16384  # padded tokens (rows x longest row) per batch
     max_padding: float = 0.2  # most share of a batch's padded tokens that may be padding (1: no limit)
     max_queue: int = 4096  # items waiting for a runtime worker
+    max_queue_ms: float | None = None  # longest predicted queue wait a request is admitted to (None: its deadline)
     max_items: int | None = None  # inputs in one request; None: OpenAI's own limit, 2048, or --max-queue if lower
     max_request_bytes: int | None = None  # None: the task's own limit (text 4 MiB, images 32 MiB)
     timeout_ms: int = 30_000
@@ -61,7 +62,15 @@ class ServeConfig:
     jobs_chunk_items: int = 64  # instances per service call: progress moves, and a job never fills the queue
 
     def __post_init__(self) -> None:
-        positive = ("port", "max_batch_tokens", "max_queue", "max_items", "max_request_bytes", "timeout_ms")
+        positive = (
+            "port",
+            "max_batch_tokens",
+            "max_queue",
+            "max_queue_ms",
+            "max_items",
+            "max_request_bytes",
+            "timeout_ms",
+        )
         features = ("min_warm", "feature_timeout_ms")
         jobs = ("jobs_concurrency", "jobs_ttl", "jobs_max_items", "jobs_max_pending", "jobs_max_request_bytes")
         for name in (*positive, *features, *jobs, "jobs_chunk_items", "max_batch", "sessions", "cache_ttl"):

@@ -6,7 +6,7 @@ The batcher raises its own HTTP-agnostic exceptions (QueueFull, DeadlineExceeded
 
 from __future__ import annotations
 
-from inferopt.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from inferopt.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull, WaitTooLong
 from inferopt.sources.features import EntityNotFound, FeaturesUnavailable
 from inferopt.tasks.base import InvalidInput
 
@@ -69,9 +69,10 @@ class InvalidField(ServeError):
 class Overloaded(ServeError):
     status, reason, error_type = 429, "queue_full", "overloaded"
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
+    def __init__(self, message: str, *, retry_after_s: int, reason: str = "queue_full") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.reason = reason
 
     def headers(self) -> dict[str, str]:
         return {"retry-after": str(self.retry_after_s)}
@@ -114,6 +115,13 @@ def as_serve_error(exc: BaseException, request_id: str) -> ServeError:
         return EntityMissing(exc.message, param="entity_id")
     if isinstance(exc, FeaturesUnavailable):
         return DependencyDown(exc.message, param=exc.dependency)
+    if isinstance(exc, WaitTooLong):
+        return Overloaded(
+            f"the queue would hold this request about {exc.expected_s * 1000:.0f} ms, more than the "
+            f"{exc.limit_s * 1000:.0f} ms its deadline (or --max-queue-ms) leaves; retry after {exc.retry_after_s} s",
+            retry_after_s=exc.retry_after_s,
+            reason="predicted_wait",
+        )
     if isinstance(exc, QueueFull):
         return Overloaded(
             f"the queue is full ({exc.depth} items waiting); retry after {exc.retry_after_s} s",

@@ -20,6 +20,7 @@ import orjson
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
+from inferopt.serve.batcher import HIGH, LANES
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import InvalidField, ModelNotFound, PayloadTooLarge, ServeError, as_serve_error
 from inferopt.serve.middleware import LOG_FIELDS, REQUEST_ID, STARTED
@@ -28,6 +29,7 @@ from inferopt.serve.state import Ready, ServerState
 
 log = logging.getLogger("inferopt.serve")
 TIMEOUT_HEADER = "x-request-timeout-ms"
+PRIORITY_HEADER = "x-priority"
 STAGE_ORDER = ("decode", "preprocess", "queue", "inference", "postprocess", "encode", "total")
 
 
@@ -61,10 +63,11 @@ async def serve_inference(
     try:
         ready = require_model(state, protocol, name)
         deadline = time.monotonic() + timeout_s(request, state.config)
+        lane = priority(request)
         body = await read_body(request, ready.max_request_bytes)
         parsed, inputs = parse(body, ready)
         decoded = time.perf_counter()
-        results = await ready.service.infer(inputs, deadline)
+        results = await ready.service.infer(inputs, deadline, lane)
         post_started = time.perf_counter()
         rendered = render(ready, parsed, results)
         finished = time.perf_counter()
@@ -159,6 +162,17 @@ def timeout_s(request: Request, config: ServeConfig) -> float:
             f"header {TIMEOUT_HEADER} must be a positive number of milliseconds, got {raw!r}", param=TIMEOUT_HEADER
         )
     return min(value, config.timeout_ms) / 1000.0
+
+
+def priority(request: Request) -> str:
+    """The request's lane: x-priority high (the default for these interactive routes; jobs run low) or low."""
+    raw = request.headers.get(PRIORITY_HEADER)
+    if raw is None:
+        return HIGH
+    lane = raw.strip().lower()
+    if lane not in LANES:
+        raise InvalidField(f"header {PRIORITY_HEADER} must be high or low, got {raw!r}", param=PRIORITY_HEADER)
+    return lane
 
 
 async def read_body(request: Request, limit: int, flag: str = "--max-request-bytes") -> bytes:

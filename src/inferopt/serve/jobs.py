@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from inferopt.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from inferopt.serve.batcher import LOW, BatcherClosed, DeadlineExceeded, QueueFull
 from inferopt.serve.cache_redis import redacted
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import InvalidField, JobNotFound, JobsUnavailable, Overloaded, PayloadTooLarge
@@ -266,7 +266,7 @@ class Jobs:
             if self._stopping:
                 raise Stopping()
             try:
-                results = await self.service.infer(raws, time.monotonic() + self.config.timeout_ms / 1000)
+                results = await self.service.infer(raws, time.monotonic() + self.config.timeout_ms / 1000, LOW)
                 return b",".join(c.result.json for c in results)
             except BatcherClosed as exc:
                 raise Stopping() from exc

@@ -91,9 +91,16 @@ class ServeMetrics:
         reg.register(self.stage_duration)
         self.batch_size = Histogram(
             "inferopt_batch_size",
-            "Items per runtime batch, by model path",
-            ["model_path"],
+            "Items per runtime batch, by model path and priority lane",
+            ["model_path", "lane"],
             buckets=power_of_two_buckets(0, 12),
+            registry=reg,
+        )
+        self.queue_wait = Histogram(
+            "inferopt_queue_wait_seconds",
+            "Time each item waited in the queue before its batch started, by model path and priority lane",
+            ["model_path", "lane"],
+            buckets=power_of_two_buckets(-16, 6),
             registry=reg,
         )
         self.batch_tokens = Histogram(
@@ -142,11 +149,24 @@ class ServeMetrics:
     def batch_observer(self, path: str = "default") -> Callable[[int, int, float], None]:
         """The observer of one model path's batcher; called from its worker threads (prometheus_client is
         thread-safe)."""
-        sizes, tokens = self.batch_size.labels(path), self.batch_tokens.labels(path)
+        tokens = self.batch_tokens.labels(path)
 
         def observe(items: int, padded_tokens: int, seconds: float) -> None:
-            sizes.observe(items)
             tokens.observe(padded_tokens)
+
+        return observe
+
+    def wait_observer(self, path: str = "default") -> Callable[[str, list[float]], None]:
+        """Per batch of one model path's batcher: its size and each item's queue wait, by lane."""
+        children: dict[str, tuple[Any, Any]] = {}
+
+        def observe(lane: str, waits: list[float]) -> None:
+            pair = children.get(lane)
+            if pair is None:
+                pair = children[lane] = (self.batch_size.labels(path, lane), self.queue_wait.labels(path, lane))
+            pair[0].observe(len(waits))
+            for wait in waits:
+                pair[1].observe(wait)
 
         return observe
 

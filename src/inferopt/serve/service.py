@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -21,7 +22,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from inferopt.runtime.base import Arrays
-from inferopt.serve.batcher import Batcher, BatcherClosed, DeadlineExceeded, ItemResult, QueuedItem
+from inferopt.serve.batcher import HIGH, Batcher, BatcherClosed, DeadlineExceeded, ItemResult, QueuedItem
 from inferopt.serve.cache import CachedResult, CacheKeys, Flight, MemoryLRU, SingleFlight
 from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.metrics import ServeMetrics
@@ -73,6 +74,7 @@ class InferenceService:
         memory: MemoryLRU | None,
         redis: RedisTier | None = None,
         features: FeatureReader | None = None,
+        max_queue_s: float = math.inf,
     ) -> None:
         """`batchers`: one per model path, the default path's among them; `features`: reads the stored features
         of inputs that name an entity (None: the server was started without a feature store)."""
@@ -81,6 +83,7 @@ class InferenceService:
         self.batcher = batchers[DEFAULT_PATH]
         self.metrics = metrics
         self.features = features
+        self.max_queue_s = max_queue_s  # --max-queue-ms: the longest predicted queue wait a request is admitted to
         self._reads_features = model.task.stored_features() is not None  # else inputs never name entities
         self.preprocessing: PreprocessStage[Item] = PreprocessStage(model.task.preprocess)
         self.keys = keys  # None: caching and single-flight are off
@@ -88,15 +91,16 @@ class InferenceService:
         self.redis = redis
         self.flights = SingleFlight()
 
-    async def infer(self, inputs: list[Any], deadline: float) -> list[Computed]:
-        """Results of `inputs` (the task's raw inputs) in order. Raises DeadlineExceeded, EntityNotFound,
-        FeaturesUnavailable, or what an item failed with."""
+    async def infer(self, inputs: list[Any], deadline: float, lane: str = HIGH) -> list[Computed]:
+        """Results of `inputs` (the task's raw inputs) in order; `lane`: the request's priority. Raises
+        DeadlineExceeded, QueueFull (WaitTooLong), EntityNotFound, FeaturesUnavailable, or what an item failed
+        with."""
         if not self._reads_features:
-            return await self._infer(inputs, deadline)
+            return await self._infer(inputs, deadline, lane)
         started = time.perf_counter()
         inputs, debug = await self._with_features(inputs, deadline)
         features_s = time.perf_counter() - started
-        results = await self._infer(inputs, deadline)
+        results = await self._infer(inputs, deadline, lane)
         if not any(info is not None for info in debug):
             return results
         return [
@@ -130,7 +134,7 @@ class InferenceService:
         ]
         return filled, [None if ref is None else by_ref[ref].debug() for ref in refs]
 
-    async def _infer(self, inputs: list[Any], deadline: float) -> list[Computed]:
+    async def _infer(self, inputs: list[Any], deadline: float, lane: str) -> list[Computed]:
         slots: list[Computed | asyncio.Future[object]] = []
         misses: list[_Miss] = []
         memory_hits = 0
@@ -150,10 +154,10 @@ class InferenceService:
             self.metrics.cache("memory", "hit", memory_hits)
             self.metrics.cache("memory", "miss", len(inputs) - memory_hits)
         if misses:
-            await self._resolve(misses)
+            await self._resolve(misses, lane)
         return await _gather(slots, deadline)
 
-    async def _resolve(self, misses: list[_Miss]) -> None:
+    async def _resolve(self, misses: list[_Miss], lane: str) -> None:
         """Settle each miss's flight from Redis, or queue it in the batcher. Never leaves a flight hanging."""
         try:
             misses, lookup_s = await self._from_redis(misses)
@@ -166,7 +170,7 @@ class InferenceService:
             preprocess_s = time.perf_counter() - started
             # Each flight's deadline, already pushed out by any request that joined it meanwhile: queued with
             # the first requester's alone, an item could expire before the later requesters' reached it.
-            queued = self._submit(items, [m.flight.deadline for m in misses])
+            queued = self._submit(items, [m.flight.deadline for m in misses], lane)
         except BaseException as exc:
             # Followers must not inherit this request's cancellation (a CancelledError is not theirs to raise).
             shared = exc if isinstance(exc, Exception) else BatcherClosed("the request computing this input stopped")
@@ -180,19 +184,22 @@ class InferenceService:
             landed = partial(self._landed, miss, lookup_s, preprocess_s)
             item.future.add_done_callback(partial(_finish_in_worker, loop, landed, item.item, postprocess))
 
-    def _submit(self, items: list[Item], deadlines: list[float]) -> list[QueuedItem]:
+    def _submit(self, items: list[Item], deadlines: list[float], lane: str) -> list[QueuedItem]:
         """Queue each item in its model path's batcher (the default one for a path this artifact lacks, and the
         item then says so), in input order. One path's full queue fails the request; items already queued on
         another path still run, and only fill the caches."""
         paths = [item.path if item.path in self.batchers else DEFAULT_PATH for item in items]
         if len(self.batchers) == 1 or all(path == DEFAULT_PATH for path in paths):
             items = [item if item.path == DEFAULT_PATH else replace(item, path=DEFAULT_PATH) for item in items]
-            return self.batcher.submit(items, deadlines)
+            return self.batcher.submit(items, deadlines, lane=lane, max_wait_s=self.max_queue_s)
         queued: list[QueuedItem | None] = [None] * len(items)
         for path in dict.fromkeys(paths):
             rows = [i for i, p in enumerate(paths) if p == path]
             batch = [items[i] if items[i].path == path else replace(items[i], path=path) for i in rows]
-            for i, q in zip(rows, self.batchers[path].submit(batch, [deadlines[i] for i in rows]), strict=True):
+            submitted = self.batchers[path].submit(
+                batch, [deadlines[i] for i in rows], lane=lane, max_wait_s=self.max_queue_s
+            )
+            for i, q in zip(rows, submitted, strict=True):
                 queued[i] = q
         return queued  # type: ignore[return-value]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -132,13 +133,26 @@ class ServerState:
         shapes = {name: tuple(int(n) for n in value.shape[1:]) for name, value in warm.items()}
         batchers = {}
         for path, backends in model.all_paths.items():
-            batcher = Batcher(backends, policy, model.task, on_batch=self.metrics.batch_observer(path)).start()
+            batcher = Batcher(
+                backends,
+                policy,
+                model.task,
+                on_batch=self.metrics.batch_observer(path),
+                on_wait=self.metrics.wait_observer(path),
+            ).start()
             self.metrics.track_queue_depth(partial(_depth, batcher), path)
             batchers[path] = batcher
         keys, memory, redis = await self._caches(model, output_forms(model, warm))
         features = await self._features(model)
         service = InferenceService(
-            model, batchers, self.metrics, keys=keys, memory=memory, redis=redis, features=features
+            model,
+            batchers,
+            self.metrics,
+            keys=keys,
+            memory=memory,
+            redis=redis,
+            features=features,
+            max_queue_s=self.config.max_queue_ms / 1000 if self.config.max_queue_ms else math.inf,
         )
         body_limit = self.config.max_request_bytes or model.task.max_request_bytes
         jobs = await self._jobs(model, service)

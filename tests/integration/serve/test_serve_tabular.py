@@ -165,7 +165,7 @@ def test_injection_attempts_are_refused_or_find_nothing_and_change_nothing(
 
 def test_large_loans_and_flagged_requests_take_the_complex_path(server: ServerThread, german_credit: Dataset) -> None:
     large = next(i + 1 for i, r in enumerate(german_credit.records) if r["credit_amount"] >= 10_000)
-    complex_batches = 'inferopt_batch_size_count{model_path="complex"}'
+    complex_batches = 'inferopt_batch_size_count{lane="high",model_path="complex"}'
     with httpx.Client(base_url=server.url) as client:
         before = metric(client, complex_batches)
         routed = predict(client, {"entity_id": large}).json()["predictions"][0]

@@ -245,9 +245,9 @@ async def test_metrics_use_the_design_names(serve, task: TextEmbeddingTask) -> N
         text = (await served.client.get("/metrics")).text
         assert await served.metric('inferopt_rejected_total{reason="malformed"}') == 1
         assert (
-            await served.metric('inferopt_batch_size_bucket{le="2.0",model_path="default"}') == 0
+            await served.metric('inferopt_batch_size_bucket{lane="high",le="2.0",model_path="default"}') == 0
         )  # warm-up aside, one batch of 3
-        assert await served.metric('inferopt_batch_size_bucket{le="4.0",model_path="default"}') >= 1
+        assert await served.metric('inferopt_batch_size_bucket{lane="high",le="4.0",model_path="default"}') >= 1
     for name in (
         'inferopt_request_duration_seconds_bucket{le="0.0009765625",route="/v1/embeddings",status="200"}',
         'inferopt_stage_duration_seconds_count{stage="preprocess"}',

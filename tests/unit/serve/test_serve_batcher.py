@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from inferopt.runtime.fake import FakeBackend
-from inferopt.serve.batcher import Batcher, BatcherClosed, BatchPolicy, DeadlineExceeded, QueueFull
+from inferopt.serve.batcher import (
+    HIGH,
+    LOW,
+    Batcher,
+    BatcherClosed,
+    BatchPolicy,
+    DeadlineExceeded,
+    QueueFull,
+    WaitTooLong,
+)
 from inferopt.tasks.base import Item, Task
 from inferopt.tasks.text_embedding.tokenizer import pad_batch
 
@@ -269,3 +278,66 @@ def test_each_item_of_a_request_can_carry_its_own_deadline() -> None:
             late.future.result(timeout=5)
         kept.future.result(timeout=5)
     assert backend.calls == [1, 1]
+
+
+def _measured(batcher: Batcher, now: float, items_per_s: float) -> None:
+    """As if the workers had been busy for the last second, finishing `items_per_s` items per worker-second."""
+    batcher._service.extend([(now - 0.5, int(items_per_s / 2), 0.5), (now - 0.1, int(items_per_s / 2), 0.5)])
+
+
+def test_a_request_predicted_to_wait_past_its_deadline_is_refused_at_once() -> None:
+    now = [1000.0]
+    policy = BatchPolicy(max_queue=10_000)
+    batcher = Batcher([FakeBackend(DIM)], policy, CODEC, clock=lambda: now[0])  # no workers: nothing drains
+    _measured(batcher, now[0], 1000.0)  # one worker, 1,000 items per busy second
+    batcher._busy = 1  # that worker is running a batch
+    batcher.submit([ids(4, seed=s) for s in range(400)], now[0] + 10.0)  # 0.4 s of work ahead
+    assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.401)
+    (ok,) = batcher.submit([ids(4)], now[0] + 0.5)  # 0.401 s predicted, 0.5 s left: admitted
+    with pytest.raises(WaitTooLong) as refused:
+        batcher.submit([ids(4)], now[0] + 0.3)  # 0.402 s predicted, 0.3 s left
+    assert refused.value.expected_s == pytest.approx(0.402) and refused.value.limit_s == pytest.approx(0.3)
+    assert isinstance(refused.value, QueueFull) and refused.value.retry_after_s >= 1
+    with pytest.raises(WaitTooLong):
+        batcher.submit([ids(4)], now[0] + 10.0, max_wait_s=0.2)  # --max-queue-ms 200
+    assert batcher.depth == 401  # the refused requests left nothing behind
+    assert ok.deadline == now[0] + 0.5
+
+
+def test_an_idle_server_with_little_traffic_predicts_no_wait() -> None:
+    now = [1000.0]
+    batcher = Batcher([FakeBackend(DIM)], BatchPolicy(), CODEC, clock=lambda: now[0])
+    _measured(batcher, now[0], 10.0)  # a slow model that has seen little traffic: 10 items per busy second
+    assert batcher.expected_wait(HIGH, 1) == 0.0  # the queue is empty and the worker free: it starts at once
+    batcher.submit([ids(4)], now[0] + 0.01)  # a 10 ms deadline is still admitted
+    batcher._busy = 1
+    assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.2)  # now one item ahead, and the worker busy
+
+
+def test_a_high_request_counts_only_the_high_lane_ahead_of_it() -> None:
+    now = [1000.0]
+    batcher = Batcher([FakeBackend(DIM)], BatchPolicy(max_queue=10_000), CODEC, clock=lambda: now[0])
+    _measured(batcher, now[0], 1000.0)
+    batcher._busy = 1
+    batcher.submit([ids(4, seed=s) for s in range(900)], lane=LOW)  # a bulk job's backlog
+    batcher.submit([ids(4, seed=s) for s in range(50)], lane=HIGH)
+    assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.051)
+    assert batcher.expected_wait(LOW, 1) == pytest.approx(0.951)
+    with pytest.raises(WaitTooLong):
+        batcher.submit([ids(4)], now[0] + 0.5, lane=LOW)
+    batcher.submit([ids(4)], now[0] + 0.5, lane=HIGH)
+
+
+def test_under_contention_high_priority_items_run_before_low_ones() -> None:
+    backend = FakeBackend(DIM, delay_s=0.3)
+    order: list[str] = []
+    with running([backend], max_batch=4, max_wait_s=0.0) as (batcher, _):
+        batcher.on_wait = lambda lane, waits: order.extend([lane] * len(waits))
+        occupy(batcher, backend)  # the worker is busy: what follows queues
+        low = batcher.submit([ids(4, seed=s) for s in range(8)], lane=LOW)
+        high = batcher.submit([ids(4, seed=s) for s in range(8, 12)], lane=HIGH)
+        for item in low + high:
+            item.future.result(timeout=10)
+    # The occupying item (high), then the high batch that queued after the low items, then the low ones.
+    assert order == [HIGH] * 5 + [LOW] * 8
+    assert backend.calls == [1, 4, 4, 4]
