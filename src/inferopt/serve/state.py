@@ -140,7 +140,7 @@ class ServerState:
                 on_batch=self.metrics.batch_observer(path),
                 on_wait=self.metrics.wait_observer(path),
             ).start()
-            self.metrics.track_queue_depth(partial(_depth, batcher), path)
+            self.metrics.track_queue_depth(partial(_depth, batcher), path, policy.max_queue)
             batchers[path] = batcher
         keys, memory, redis = await self._caches(model, output_forms(model, warm))
         features = await self._features(model)
