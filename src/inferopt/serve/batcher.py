@@ -230,7 +230,9 @@ class Batcher:
             finally:
                 with self._cond:
                     self._busy -= 1
-                    self._completions.append((self._clock(), len(batch)))
+                    now = self._clock()
+                    self._completions.append((now, len(batch)))
+                    self._drain_rate_locked(now)  # prunes the old completions: a server never refused keeps none
                     self._cond.notify_all()
 
     def _next_batch(self) -> list[QueuedItem] | None:
@@ -333,6 +335,8 @@ class Batcher:
     def _served(self, done: float, items: int, seconds: float) -> None:
         with self._cond:
             self._service.append((done, items, seconds))
+            while self._service[0][0] < done - DRAIN_WINDOW_S:  # pruned here too: an idle queue never asks
+                self._service.popleft()
 
     def _observe_waits(self, lane: str, waits: list[float]) -> None:
         try:

@@ -341,3 +341,17 @@ def test_under_contention_high_priority_items_run_before_low_ones() -> None:
     # The occupying item (high), then the high batch that queued after the low items, then the low ones.
     assert order == [HIGH] * 5 + [LOW] * 8
     assert backend.calls == [1, 4, 4, 4]
+
+
+def test_the_rate_windows_keep_only_the_last_seconds_even_when_nothing_asks() -> None:
+    now = [1000.0]
+    backend = FakeBackend(DIM)
+    batcher = Batcher([backend], BatchPolicy(), CODEC, clock=lambda: now[0]).start()
+    try:
+        for step in range(30):  # 30 s of traffic, one item a second, never refused
+            now[0] = 1000.0 + step
+            batcher.submit([ids(4, seed=step)])[0].future.result(timeout=5)
+        wait_for(lambda: len(batcher._completions) > 0 and batcher.depth == 0)
+        assert len(batcher._service) <= 6 and len(batcher._completions) <= 7  # the last 5 s, not all 30
+    finally:
+        batcher.close(timeout=5)
