@@ -1,5 +1,6 @@
 """Request context as plain ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path): a request id
-on every response, the request-duration histogram by route template, and one JSON access-log line."""
+and a W3C traceparent on every response, the request-duration histogram by route template, and one JSON
+access-log line with the trace id."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from inferopt.serve.access_log import AccessLog
 from inferopt.serve.metrics import ServeMetrics
+from inferopt.serve.trace_context import TraceContext, from_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -21,6 +23,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID = "inferopt.request_id"  # scope key the handlers read the id from
 LOG_FIELDS = "inferopt.log"  # scope key handlers put extra access-log fields under
 STARTED = "inferopt.started"  # perf_counter() when the request reached the app: the start of Server-Timing total
+TRACE = "inferopt.trace"  # scope key of the request's TraceContext
 
 
 _ID_PREFIX = os.urandom(4).hex()  # per process, so ids stay unique across replicas
@@ -54,15 +57,21 @@ class RequestContext:
             return
         started = time.perf_counter()
         request_id = incoming_request_id(scope) or new_request_id()
+        trace = from_headers(scope.get("headers", ()))
         scope[REQUEST_ID] = request_id
         scope[STARTED] = started
+        scope[TRACE] = trace
         status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode()),
+                    (b"traceparent", trace.header()),
+                ]
                 # Response start, not end: what a client waits for before the first byte.
                 self._observe(scope, status, time.perf_counter() - started)
             await send(message)
@@ -71,7 +80,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             if self.access_log is not None:
-                self._log(self.access_log, scope, request_id, status, time.perf_counter() - started)
+                self._log(self.access_log, scope, request_id, trace, status, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
@@ -80,11 +89,14 @@ class RequestContext:
         self.metrics.observe_request(label, status, seconds)
 
     @staticmethod
-    def _log(access_log: AccessLog, scope: Scope, request_id: str, status: int, seconds: float) -> None:
+    def _log(
+        access_log: AccessLog, scope: Scope, request_id: str, trace: TraceContext, status: int, seconds: float
+    ) -> None:
         client = scope.get("client")
         line: dict[str, object] = {
             "ts": round(time.time(), 3),
             "request_id": request_id,
+            "trace_id": trace.trace_id,
             "method": scope.get("method"),
             "path": scope.get("path"),
             "status": status,
