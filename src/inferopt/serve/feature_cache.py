@@ -38,8 +38,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from inferopt.serve.cache_redis import redacted
 from inferopt.serve.metrics import FeatureMetrics
+from inferopt.serve.redis_link import RedisLink
 from inferopt.sources.features import (
     EntityNotFound,
     EntityRef,
@@ -53,7 +53,6 @@ from inferopt.sources.features import (
 log = logging.getLogger("inferopt.serve")
 Entry = tuple[dict[str, Any], float]  # a group's values, and when the store was read for them (cache clock)
 MemoryKey = tuple[str, str, int]  # group, tenant, entity id
-MAX_WRITES_IN_FLIGHT = 64  # past this, new Redis entries are not written: the tier is best-effort
 
 
 class FeatureStore(Protocol):
@@ -91,104 +90,6 @@ class MemoryTier:
         self._entries.pop(key, None)
 
 
-class FeatureRedis:
-    """Feature entries in Redis as JSON `{"v": values, "t": fetched_at}`. While Redis does not answer, one call
-    per `retry_every_s` probes it and the others skip it, so a dead Redis costs a read at most `timeout_s`."""
-
-    def __init__(
-        self, url: str, metrics: FeatureMetrics | None, *, timeout_s: float = 0.25, retry_every_s: float = 1.0
-    ) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        self.url = redacted(url)
-        self.metrics = metrics
-        self.timeout_s = timeout_s
-        self.retry_every_s = retry_every_s
-        self.errors = 0
-        # No inline retries (redis-py's default retries with backoff): a read must not stall on a dead Redis.
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
-        )
-        self._up = True
-        self._next_try = 0.0
-        self._pending: dict[str, tuple[bytes, int]] = {}
-        self._writes: set[asyncio.Task[None]] = set()
-
-    async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        """The values under `keys`; all None when Redis cannot be asked now."""
-        if not self._should_try():
-            return [None] * len(keys)
-        try:
-            values = await asyncio.wait_for(self._client.mget(keys), self.timeout_s)
-        except Exception as exc:  # refused, reset, timed out, protocol error: all mean "not now"
-            self._failed(exc)
-            return [None] * len(keys)
-        self._back()
-        return [value if isinstance(value, bytes) else None for value in values]
-
-    def put(self, key: str, value: bytes, ttl_s: int) -> None:
-        """Write behind: entries put in one event-loop turn go out as one pipeline."""
-        if not self._should_try():
-            return
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending[key] = (value, ttl_s)
-
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        if not pending or len(self._writes) >= MAX_WRITES_IN_FLIGHT:
-            return
-        task = asyncio.get_running_loop().create_task(self._write(pending))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-    async def _write(self, entries: dict[str, tuple[bytes, int]]) -> None:
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for key, (value, ttl_s) in entries.items():
-                pipe.set(key, value, ex=ttl_s)
-            await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except Exception as exc:
-            self._failed(exc)
-
-    async def close(self) -> None:
-        self._flush()
-        if self._writes:
-            await asyncio.wait(set(self._writes), timeout=self.timeout_s * 2)
-        await self._client.aclose()
-
-    def _should_try(self) -> bool:
-        if self._up:
-            return True
-        now = time.monotonic()
-        if now < self._next_try:
-            return False
-        self._next_try = now + self.retry_every_s  # this caller is the probe
-        return True
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        if self.metrics is not None:
-            self.metrics.redis_errors.inc()
-        self._next_try = time.monotonic() + self.retry_every_s
-        if self._up:
-            self._up = False
-            log.warning(
-                "Redis feature cache at %s is unreachable (%s: %s); reading the store, retrying every %g s",
-                self.url,
-                type(exc).__name__,
-                exc,
-                self.retry_every_s,
-            )
-
-    def _back(self) -> None:
-        if not self._up:
-            self._up = True
-            log.warning("Redis feature cache at %s is back", self.url)
-
-
 class FeatureCache:
     def __init__(
         self,
@@ -208,7 +109,16 @@ class FeatureCache:
         self.max_stale_s = max_stale_s
         self.metrics = metrics
         self.memory = MemoryTier(max_entries)
-        self.redis = FeatureRedis(redis_url, metrics) if redis_url else None
+        self.redis = (
+            RedisLink(
+                redis_url,
+                name="Redis feature cache",
+                fallback="reading the store",
+                on_error=metrics.redis_errors.inc if metrics is not None else None,
+            )
+            if redis_url
+            else None
+        )
         self.redis_prefix = f"inferopt:features:{len(namespace)}:{namespace}:"
         self._clock = clock
         self._flights: dict[MemoryKey, asyncio.Task[Entry | None]] = {}
@@ -256,7 +166,8 @@ class FeatureCache:
     ) -> list[tuple[FeatureGroup, Entry | None]]:
         """Serve the groups Redis holds fresh copies of; the rest, each with its youngest stale copy."""
         assert self.redis is not None
-        values = await self.redis.get_many([self.redis_key(group, ref) for group, _ in missed])
+        keys = [self.redis_key(group, ref) for group, _ in missed]
+        values = await self.redis.mget(keys) or [None] * len(keys)
         now = self._clock()
         still = []
         for (group, memory_entry), raw in zip(missed, values, strict=True):
@@ -326,6 +237,8 @@ class FeatureCache:
 
     def _write_redis(self, group: FeatureGroup, ref: EntityRef, entry: Entry) -> None:
         assert self.redis is not None
+        if not self.redis.may_try():
+            return
         try:
             encoded = json.dumps({"v": entry[0], "t": entry[1]}).encode()
         except (TypeError, ValueError) as exc:  # a store's value JSON cannot hold: served, just not shared

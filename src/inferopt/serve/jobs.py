@@ -21,12 +21,12 @@ from typing import Any
 import orjson
 
 from inferopt.serve.batcher import LOW, BatcherClosed, DeadlineExceeded, QueueFull
-from inferopt.serve.cache_redis import redacted
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import InvalidField, JobNotFound, JobsUnavailable, Overloaded, PayloadTooLarge
 from inferopt.serve.jobs_store import FAILED, QUEUED, SUCCEEDED, JobRecord, JobStore
 from inferopt.serve.metrics import JobMetrics
 from inferopt.serve.model import ServingModel
+from inferopt.serve.redis_link import redacted
 from inferopt.serve.service import InferenceService
 from inferopt.serve.wire.json_body import decode_json, kind
 from inferopt.serve.wire.kserve_v1 import parse_instances
