@@ -11,15 +11,13 @@ catalogue.json and history.json also travel in the artifact: serving maps ids to
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from inferopt.atomic import staged_directory
 from inferopt.errors import InputError
+from inferopt.tasks import model_folder
 
 MANIFEST = "recommender.json"
 WEIGHTS = "weights.npz"
@@ -36,12 +34,7 @@ def is_model_dir(path: Path) -> bool:
 
 def trained_with(path: Path, settings: dict[str, Any]) -> bool:
     """Whether `path` holds a complete model trained with exactly `settings`."""
-    try:
-        meta = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    complete = all((path / name).is_file() for name in (WEIGHTS, CATALOGUE, HISTORY, HELDOUT))
-    return complete and meta.get("format") == FORMAT and meta.get("training") == settings
+    return model_folder.trained_with(path, MANIFEST, FORMAT, (WEIGHTS, CATALOGUE, HISTORY, HELDOUT), settings)
 
 
 def write(
@@ -72,17 +65,16 @@ def write(
             "metrics": metrics,
             "train_seconds": round(seconds, 2),
         }
-        _write_json(staging / MANIFEST, meta)
-        arrays = {name: value.detach().numpy() for name, value in model.state_dict().items()}
-        np.savez(staging / WEIGHTS, **arrays)
-        _write_json(staging / CATALOGUE, {"users": list(data.user_ids), "items": list(data.item_ids)})
-        _write_json(staging / HISTORY, split.history())
-        _write_json(staging / HELDOUT, {"test": split.test_items.tolist(), "negatives": split.negatives.tolist()})
+        _write(staging / MANIFEST, meta)
+        model_folder.save_weights(staging / WEIGHTS, model)
+        _write(staging / CATALOGUE, {"users": list(data.user_ids), "items": list(data.item_ids)})
+        _write(staging / HISTORY, split.history())
+        _write(staging / HELDOUT, {"test": split.test_items.tolist(), "negatives": split.negatives.tolist()})
     return out
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, separators=(",", ":")) + "\n", encoding="utf-8")
+def _write(path: Path, value: Any) -> None:
+    model_folder.write_json(path, value, compact=True)
 
 
 @dataclass(frozen=True)
@@ -97,18 +89,10 @@ class ModelDir:
 
     def module(self) -> Any:
         """The trained NeuMF in eval mode."""
-        import torch
-
         from inferopt.tasks.recommendation.model import Architecture, NeuMF
 
         model = NeuMF(Architecture.from_dict(self.meta["architecture"]))
-        with np.load(self.path / WEIGHTS, allow_pickle=False) as weights:
-            state = {name: torch.from_numpy(weights[name]) for name in weights.files}
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise InputError(f"{self.path / WEIGHTS} does not fit its architecture ({exc})", TRAIN_HINT) from None
-        return model.eval()
+        return model_folder.load_weights(model, self.path / WEIGHTS, TRAIN_HINT)
 
 
 def read(path: Path) -> ModelDir:
@@ -135,9 +119,4 @@ def read(path: Path) -> ModelDir:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", TRAIN_HINT) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not readable JSON ({exc})", TRAIN_HINT) from None
+    return model_folder.read_json(path, TRAIN_HINT)

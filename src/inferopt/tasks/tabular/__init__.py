@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from inferopt.errors import InputError
+from inferopt.errors import ArtifactError, InputError
 from inferopt.sources.features import EntityRef, FeatureRecord, FeatureSpec
 from inferopt.tasks.base import (
     DEFAULT_PATH,
@@ -319,8 +319,8 @@ class TabularTask(Task):
 
     @classmethod
     def from_artifact(cls, config: dict[str, Any], directory: Path) -> Task:
-        encoders = Encoders.from_dict(model_dir.read_json(directory / model_dir.ENCODERS))
-        features = FeatureSpec.from_dict(model_dir.read_json(directory / model_dir.FEATURES))
+        encoders = Encoders.from_dict(model_dir.read_json(directory / model_dir.ENCODERS, ArtifactError))
+        features = FeatureSpec.from_dict(model_dir.read_json(directory / model_dir.FEATURES, ArtifactError))
         rule = config.get("complex_rule", {})
         return cls(
             encoders,

@@ -11,16 +11,14 @@ with them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from inferopt.atomic import staged_directory
-from inferopt.errors import InputError
+from inferopt.errors import InferoptError, InputError
 from inferopt.sources.features import FeatureSpec
+from inferopt.tasks import model_folder
 from inferopt.tasks.tabular.encoders import Encoders
 
 MANIFEST = "scorer.json"
@@ -36,25 +34,16 @@ def is_model_dir(path: Path) -> bool:
 
 
 def trained_with(path: Path, settings: dict[str, Any]) -> bool:
-    try:
-        meta = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    complete = all((path / name).is_file() for name in (WEIGHTS, ENCODERS, FEATURES))
-    return complete and meta.get("format") == FORMAT and meta.get("training") == settings
+    return model_folder.trained_with(path, MANIFEST, FORMAT, (WEIGHTS, ENCODERS, FEATURES), settings)
 
 
 def write(out: Path, model: Any, encoders: Encoders, spec: FeatureSpec, meta: dict[str, Any], *, force: bool) -> Path:
     with staged_directory(out, force=force or (out.exists() and is_model_dir(out))) as staging:
-        _write_json(staging / MANIFEST, {"format": FORMAT, "version": 1, **meta})
-        np.savez(staging / WEIGHTS, **{n: v.detach().numpy() for n, v in model.state_dict().items()})
-        _write_json(staging / ENCODERS, encoders.to_dict())
-        _write_json(staging / FEATURES, spec.to_dict())
+        model_folder.write_json(staging / MANIFEST, {"format": FORMAT, "version": 1, **meta})
+        model_folder.save_weights(staging / WEIGHTS, model)
+        model_folder.write_json(staging / ENCODERS, encoders.to_dict())
+        model_folder.write_json(staging / FEATURES, spec.to_dict())
     return out
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -70,18 +59,10 @@ class ModelDir:
         return tuple(int(i) for i in self.meta["split"]["test_rows"])
 
     def module(self) -> Any:
-        import torch
-
         from inferopt.tasks.tabular.model import Architecture, RiskMLP
 
         model = RiskMLP(Architecture.from_dict(self.meta["architecture"]))
-        with np.load(self.path / WEIGHTS, allow_pickle=False) as weights:
-            state = {name: torch.from_numpy(weights[name]) for name in weights.files}
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise InputError(f"{self.path / WEIGHTS} does not fit its architecture ({exc})", TRAIN_HINT) from None
-        return model.eval()
+        return model_folder.load_weights(model, self.path / WEIGHTS, TRAIN_HINT)
 
 
 def read(path: Path) -> ModelDir:
@@ -102,10 +83,5 @@ def read(path: Path) -> ModelDir:
     return ModelDir(path, meta, encoders, features)
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", TRAIN_HINT) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not readable JSON ({exc})", TRAIN_HINT) from None
+def read_json(path: Path, error: type[InferoptError] = InputError) -> Any:
+    return model_folder.read_json(path, TRAIN_HINT, error)
