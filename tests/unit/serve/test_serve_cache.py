@@ -192,10 +192,11 @@ def test_a_down_redis_is_probed_by_one_caller_per_retry_period() -> None:
 
     now = [100.0]
     tier = RedisTier("redis://127.0.0.1:1/0", 60, ServeMetrics(), EMBEDDINGS, retry_every_s=1.0, clock=lambda: now[0])
-    assert tier._should_try()  # up: everyone goes to Redis
-    tier._mark_down(ConnectionError("refused"))
-    assert not tier.up and not tier._should_try()
+    link = tier.link
+    assert link.may_try()  # up: everyone goes to Redis
+    link._down(ConnectionError("refused"))
+    assert not tier.up and not link.may_try()
     now[0] += 1.0
-    assert [tier._should_try() for _ in range(5)] == [True, False, False, False, False]
+    assert [link.may_try() for _ in range(5)] == [True, False, False, False, False]
     now[0] += 1.0
-    assert tier._should_try()
+    assert link.may_try()
