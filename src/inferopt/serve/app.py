@@ -22,6 +22,7 @@ from inferopt.serve.metrics import CONTENT_TYPE, ServeMetrics
 from inferopt.serve.middleware import Receive, RequestContext, Scope, Send
 from inferopt.serve.protocols import jobs, kserve_v1, oip_v2, openai_embeddings
 from inferopt.serve.state import ModelSource, ServerState
+from inferopt.serve.tracing import Tracing
 
 log = logging.getLogger("inferopt.serve")
 router = APIRouter()
@@ -37,11 +38,14 @@ def create_app(
     metrics: ServeMetrics | None = None,
     on_fatal: Callable[[BaseException], None] | None = None,
     access_log: AccessLog | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The app. Its access log (when config.access_log) goes to `access_log`, or to stderr."""
+    """The app. Its access log (when config.access_log) goes to `access_log`, or to stderr. Its spans go to
+    `tracing`, or to the OTLP collector --otlp-endpoint (or the OTEL_ variables) name; none when neither does."""
     metrics = metrics or ServeMetrics()
     requests_log = (access_log or AccessLog()) if config.access_log else None
-    state = ServerState(config, source, metrics, on_fatal)
+    tracing = tracing or Tracing.from_config(config.otlp_endpoint, metrics)
+    state = ServerState(config, source, metrics, on_fatal, tracing)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,9 +71,9 @@ def create_app(
     # Jobs take the full stack, not HotRoutes: a submission is rare and heavy, its overhead does not matter.
     for routes in (router, openai_embeddings.router, kserve_v1.router, oip_v2.router, jobs.router):
         app.include_router(routes)
-    app.add_middleware(RequestContext, metrics=metrics, access_log=requests_log)
+    app.add_middleware(RequestContext, metrics=metrics, access_log=requests_log, tracing=tracing)
     app.hot_routes = HotRoutes.of(openai_embeddings.router, kserve_v1.router, oip_v2.router)
-    app.hot_path = RequestContext(_hot_asgi, metrics, requests_log)
+    app.hot_path = RequestContext(_hot_asgi, metrics, requests_log, tracing)
     return app
 
 

@@ -58,6 +58,8 @@ log = logging.getLogger("inferopt.serve")
 
 BatchObserver = Callable[[int, int, float], None]  # (items, padded cost, seconds in the runtime)
 WaitObserver = Callable[[str, list[float]], None]  # (lane, each item's queue wait in seconds), per batch
+# (the batch's items, when it started, when it finished), on the batcher's clock: the tracer's batch span
+TraceObserver = Callable[[Sequence["QueuedItem"], float, float], None]
 DRAIN_WINDOW_S = 5.0  # completions older than this no longer count towards the drain rate
 HIGH, LOW = "high", "low"
 LANES = (HIGH, LOW)
@@ -105,10 +107,11 @@ class ItemResult:
 class QueuedItem:
     """One input in the queue. `extend_deadline` lets a second waiter on the same input keep it alive."""
 
-    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item", "lane")
+    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item", "lane", "trace")
 
-    def __init__(self, item: Item, deadline: float, enqueued: float, lane: str = HIGH) -> None:
+    def __init__(self, item: Item, deadline: float, enqueued: float, lane: str = HIGH, trace: object = None) -> None:
         self.item = item
+        self.trace = trace  # the requesting span's context, when tracing is on: its batch span links to it
         self.cost = item.cost
         self.group = item.group
         self.deadline = deadline
@@ -130,6 +133,7 @@ class Batcher:
         *,
         on_batch: BatchObserver | None = None,
         on_wait: WaitObserver | None = None,
+        on_traced: TraceObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not backends:
@@ -139,6 +143,7 @@ class Batcher:
         self.codec = codec
         self.on_batch = on_batch
         self.on_wait = on_wait
+        self.on_traced = on_traced
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: list[QueuedItem] = []
@@ -166,6 +171,7 @@ class Batcher:
         *,
         lane: str = HIGH,
         max_wait_s: float = math.inf,
+        trace: object = None,
     ) -> list[QueuedItem]:
         """Queue the items of one request, all or none: a request never half-enters a full queue. `deadline`:
         one for all, or one per item (an item other requests wait for too lives until the last of them).
@@ -173,7 +179,7 @@ class Batcher:
         or `max_wait_s`, as the queue ahead of them and the measured service rate predict."""
         now = self._clock()
         deadlines = [deadline] * len(items) if isinstance(deadline, (int, float)) else list(deadline)
-        queued = [QueuedItem(item, until, now, lane) for item, until in zip(items, deadlines, strict=True)]
+        queued = [QueuedItem(item, until, now, lane, trace) for item, until in zip(items, deadlines, strict=True)]
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the batcher is closed")
@@ -311,6 +317,8 @@ class Batcher:
         self._observe(len(live), len(live) * max(item.cost for item in live), done - started)
         if self.on_wait is not None:
             self._observe_waits(live[0].lane, [started - item.enqueued for item in live])
+        if self.on_traced is not None:
+            self._observe_traced(live, started, done)
 
     def _run_alone(self, backend: Backend, item: QueuedItem, started: float) -> None:
         try:
@@ -323,6 +331,8 @@ class Batcher:
         self._observe(1, item.cost, done - started)
         if self.on_wait is not None:
             self._observe_waits(item.lane, [started - item.enqueued])
+        if self.on_traced is not None:
+            self._observe_traced([item], started, done)
 
     def _infer(self, backend: Backend, queued: list[QueuedItem]) -> list[Arrays]:
         items = [q.item for q in queued]
@@ -337,6 +347,12 @@ class Batcher:
             self._service.append((done, items, seconds))
             while self._service[0][0] < done - DRAIN_WINDOW_S:  # pruned here too: an idle queue never asks
                 self._service.popleft()
+
+    def _observe_traced(self, items: list[QueuedItem], started: float, done: float) -> None:
+        try:
+            self.on_traced(items, started, done)  # type: ignore[misc]
+        except Exception:  # tracing must never fail a batch
+            log.exception("trace observer failed")
 
     def _observe_waits(self, lane: str, waits: list[float]) -> None:
         try:

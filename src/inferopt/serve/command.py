@@ -105,6 +105,13 @@ def serve_command(
     jobs_chunk_items: Annotated[
         int, _opt("Instances per runtime call of a job (progress moves per chunk)", "jobs_chunk_items")
     ] = _D.jobs_chunk_items,
+    otlp_endpoint: Annotated[
+        str | None,
+        _opt(
+            "http(s)://HOST:4318: export OpenTelemetry spans over OTLP/HTTP (or set OTEL_EXPORTER_OTLP_ENDPOINT)",
+            "otlp_endpoint",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve an artifact over HTTP with micro-batching, caching and metrics: OpenAI-compatible /v1/embeddings
@@ -143,6 +150,7 @@ def serve_command(
         jobs_max_pending=jobs_max_pending,
         jobs_max_request_bytes=jobs_max_request_bytes,
         jobs_chunk_items=jobs_chunk_items,
+        otlp_endpoint=otlp_endpoint,
     )
     serve(config, log_level=log_level)
 

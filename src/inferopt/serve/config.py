@@ -60,6 +60,7 @@ class ServeConfig:
     jobs_max_pending: int = 100  # jobs queued or running (for this model, across replicas); beyond it 429
     jobs_max_request_bytes: int = JOBS_MAX_REQUEST_BYTES
     jobs_chunk_items: int = 64  # instances per service call: progress moves, and a job never fills the queue
+    otlp_endpoint: str | None = None  # http(s)://collector:4318: OpenTelemetry spans go to its /v1/traces
 
     def __post_init__(self) -> None:
         positive = (
@@ -105,6 +106,13 @@ class ServeConfig:
                 "a chunk could never fit",
                 "lower --jobs-chunk-items or raise --max-queue",
             )
+        if self.otlp_endpoint is not None:
+            parts = urlsplit(self.otlp_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise InputError(
+                    f"--otlp-endpoint {self.otlp_endpoint!r} is not an http(s) URL",
+                    "give the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318",
+                )
         for name in self.served_model_names:
             if not name or "/" in name or not name.isprintable():
                 raise InputError(

@@ -23,9 +23,10 @@ from starlette.requests import ClientDisconnect
 from inferopt.serve.batcher import HIGH, LANES
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import InvalidField, ModelNotFound, PayloadTooLarge, ServeError, as_serve_error
-from inferopt.serve.middleware import LOG_FIELDS, REQUEST_ID, STARTED
+from inferopt.serve.middleware import LOG_FIELDS, REQUEST_ID, SPAN, STARTED
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready, ServerState
+from inferopt.serve.tracing import StageMarks
 
 log = logging.getLogger("inferopt.serve")
 TIMEOUT_HEADER = "x-request-timeout-ms"
@@ -76,6 +77,9 @@ async def serve_inference(
         if error.status >= 500 and error.reason == "internal":
             log.error("request %s failed", request_id, exc_info=exc)
         state.metrics.rejected.labels(error.reason).inc()
+        span = request.scope.get(SPAN)
+        if span is not None and state.tracing is not None:
+            state.tracing.record_error(span, error.reason, str(error))
         return error_response(error, plain=plain)
     lookup, preprocess, queue, inference, cached = _item_times(results)
     features = results[0].features_s  # one read for the whole request, in parallel over its entities
@@ -91,6 +95,10 @@ async def serve_inference(
     if features:
         timings["features"] = features
     ready.service.metrics.observe_stages(timings)
+    span = request.scope.get(SPAN)
+    if span is not None and state.tracing is not None:
+        marks = StageMarks(started, decoded, post_started, rendered.postprocess_s, finished)
+        state.tracing.record_stages(span, marks, results)
     request.scope[LOG_FIELDS] = {
         "items": len(results),
         "cached": cached,

@@ -126,6 +126,12 @@ class ServeMetrics:
             registry=reg,
         )
         self.rejected = Counter("inferopt_rejected", "Requests refused, by reason", ["reason"], registry=reg)
+        self.trace_spans_dropped = Counter(
+            "inferopt_trace_spans_dropped",
+            "Spans not delivered to the OTLP collector: export_failed (it did not take them) or queue_full",
+            ["reason"],
+            registry=reg,
+        )
         self._redis_up: Gauge | None = None
         self._jobs: JobMetrics | None = None
         self._stage_children = {stage: self.stage_duration.labels(stage) for stage in STAGES}

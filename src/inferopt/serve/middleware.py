@@ -12,7 +12,8 @@ from typing import Any
 
 from inferopt.serve.access_log import AccessLog
 from inferopt.serve.metrics import ServeMetrics
-from inferopt.serve.trace_context import TraceContext, from_headers
+from inferopt.serve.trace_context import REQUEST_SPAN, TraceContext, from_headers
+from inferopt.serve.tracing import Tracing
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,6 +25,7 @@ REQUEST_ID = "inferopt.request_id"  # scope key the handlers read the id from
 LOG_FIELDS = "inferopt.log"  # scope key handlers put extra access-log fields under
 STARTED = "inferopt.started"  # perf_counter() when the request reached the app: the start of Server-Timing total
 TRACE = "inferopt.trace"  # scope key of the request's TraceContext
+SPAN = "inferopt.span"  # scope key of the request's open span (tracing.RequestSpan), when tracing is on
 
 
 _ID_PREFIX = os.urandom(4).hex()  # per process, so ids stay unique across replicas
@@ -46,10 +48,17 @@ def incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServeMetrics,
+        access_log: AccessLog | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,6 +67,11 @@ class RequestContext:
         started = time.perf_counter()
         request_id = incoming_request_id(scope) or new_request_id()
         trace = from_headers(scope.get("headers", ()))
+        span = token = None
+        if self.tracing is not None:
+            span, trace = self.tracing.start_request(f"HTTP {scope.get('method')}", trace, request_id)
+            scope[SPAN] = span
+            token = REQUEST_SPAN.set(span.span.get_span_context())
         scope[REQUEST_ID] = request_id
         scope[STARTED] = started
         scope[TRACE] = trace
@@ -81,12 +95,12 @@ class RequestContext:
         finally:
             if self.access_log is not None:
                 self._log(self.access_log, scope, request_id, trace, status, time.perf_counter() - started)
+            if span is not None and self.tracing is not None:
+                REQUEST_SPAN.reset(token)  # type: ignore[arg-type]
+                self.tracing.end_request(span, _route(scope), scope.get("method", ""), status)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        # The route template, never the raw path: a scanner probing URLs must not create label series.
-        label = getattr(route, "path", None) or "unmatched"
-        self.metrics.observe_request(label, status, seconds)
+        self.metrics.observe_request(_route(scope), status, seconds)
 
     @staticmethod
     def _log(
@@ -105,3 +119,8 @@ class RequestContext:
         }
         line.update(scope.get(LOG_FIELDS, {}))
         access_log.write(line)
+
+
+def _route(scope: Scope) -> str:
+    # The route template, never the raw path: a scanner probing URLs must not create label series (or span names).
+    return getattr(scope.get("route"), "path", None) or "unmatched"

@@ -28,6 +28,7 @@ from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.metrics import ServeMetrics
 from inferopt.serve.model import ServingModel
 from inferopt.serve.preprocess_stage import PreprocessStage
+from inferopt.serve.trace_context import REQUEST_SPAN
 from inferopt.sources.features import EntityRef, FeatureRecord, FeaturesUnavailable
 from inferopt.tasks.base import DEFAULT_PATH, Item
 
@@ -46,6 +47,7 @@ class Computed:
     inference_s: float = 0.0
     features_s: float = 0.0  # reading stored features (the whole request's, in parallel)
     features: dict[str, Any] | None = None  # each feature group's age and source, for the response's debug
+    enqueued: float | None = None  # when the model's item entered the queue (time.monotonic), for its spans
 
 
 class FeatureReader(Protocol):
@@ -181,7 +183,7 @@ class InferenceService:
         postprocess = self.model.task.postprocess
         for miss, item in zip(misses, queued, strict=True):
             miss.flight.item = item  # later joins extend the queued item's deadline through the flight
-            landed = partial(self._landed, miss, lookup_s, preprocess_s)
+            landed = partial(self._landed, miss, lookup_s, preprocess_s, item.enqueued)
             item.future.add_done_callback(partial(_finish_in_worker, loop, landed, item.item, postprocess))
 
     def _submit(self, items: list[Item], deadlines: list[float], lane: str) -> list[QueuedItem]:
@@ -189,15 +191,16 @@ class InferenceService:
         item then says so), in input order. One path's full queue fails the request; items already queued on
         another path still run, and only fill the caches."""
         paths = [item.path if item.path in self.batchers else DEFAULT_PATH for item in items]
+        trace = REQUEST_SPAN.get()
         if len(self.batchers) == 1 or all(path == DEFAULT_PATH for path in paths):
             items = [item if item.path == DEFAULT_PATH else replace(item, path=DEFAULT_PATH) for item in items]
-            return self.batcher.submit(items, deadlines, lane=lane, max_wait_s=self.max_queue_s)
+            return self.batcher.submit(items, deadlines, lane=lane, max_wait_s=self.max_queue_s, trace=trace)
         queued: list[QueuedItem | None] = [None] * len(items)
         for path in dict.fromkeys(paths):
             rows = [i for i, p in enumerate(paths) if p == path]
             batch = [items[i] if items[i].path == path else replace(items[i], path=path) for i in rows]
             submitted = self.batchers[path].submit(
-                batch, [deadlines[i] for i in rows], lane=lane, max_wait_s=self.max_queue_s
+                batch, [deadlines[i] for i in rows], lane=lane, max_wait_s=self.max_queue_s, trace=trace
             )
             for i, q in zip(rows, submitted, strict=True):
                 queued[i] = q
@@ -230,7 +233,7 @@ class InferenceService:
         for batcher in self.batchers.values():
             batcher.close(max(0.0, until - time.monotonic()))
 
-    def _landed(self, miss: _Miss, lookup_s: float, preprocess_s: float, outcome: _Outcome) -> None:
+    def _landed(self, miss: _Miss, lookup_s: float, preprocess_s: float, enqueued: float, outcome: _Outcome) -> None:
         """On the event loop, when the batcher finished the item: fill the caches, release the waiters."""
         if isinstance(outcome, BaseException):
             self.flights.land(miss.key, miss.flight, error=outcome)
@@ -241,7 +244,9 @@ class InferenceService:
                 self.memory.put(miss.key, entry)
             if self.redis is not None:
                 self.redis.put(miss.key, entry)
-        computed = Computed(entry, "model", lookup_s, preprocess_s, result.queue_s, result.inference_s)
+        computed = Computed(
+            entry, "model", lookup_s, preprocess_s, result.queue_s, result.inference_s, enqueued=enqueued
+        )
         self.flights.land(miss.key, miss.flight, computed)
 
 

@@ -24,6 +24,7 @@ from inferopt.serve.jobs import Jobs
 from inferopt.serve.metrics import ServeMetrics
 from inferopt.serve.model import ServingModel, batch_policy, warm_up
 from inferopt.serve.service import InferenceService
+from inferopt.serve.tracing import Tracing
 
 log = logging.getLogger("inferopt.serve")
 ModelSource = ServingModel | Callable[[], ServingModel]
@@ -77,10 +78,12 @@ class ServerState:
         source: ModelSource,
         metrics: ServeMetrics,
         on_fatal: Callable[[BaseException], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.source = source
         self.metrics = metrics
+        self.tracing = tracing
         self.on_fatal = on_fatal
         self.phase = "loading"
         self.detail = "loading the model"
@@ -139,6 +142,7 @@ class ServerState:
                 model.task,
                 on_batch=self.metrics.batch_observer(path),
                 on_wait=self.metrics.wait_observer(path),
+                on_traced=self.tracing.batch_observer(path) if self.tracing is not None else None,
             ).start()
             self.metrics.track_queue_depth(partial(_depth, batcher), path, policy.max_queue)
             batchers[path] = batcher
@@ -222,3 +226,5 @@ class ServerState:
                     await ready.service.features.close()
             finally:
                 await asyncio.to_thread(ready.service.close)  # joins the preprocessing thread: not on the loop
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans, bounded by the exporter's timeout

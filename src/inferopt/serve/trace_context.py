@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import random
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 HEADER = b"traceparent"
 _FORMAT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
 SAMPLED = "01"
+# While a traced request runs (serve/tracing.py on): its span's context, which the batch span links to.
+REQUEST_SPAN: ContextVar[Any] = ContextVar("inferopt_request_span", default=None)
 
 
 @dataclass(frozen=True, slots=True)

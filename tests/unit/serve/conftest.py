@@ -17,6 +17,7 @@ from inferopt.serve.config import ServeConfig
 from inferopt.serve.model import ServingModel
 from inferopt.serve.state import ModelSource, ServerState
 from inferopt.serve.testing import bundled_text_task
+from inferopt.serve.tracing import Tracing
 from inferopt.tasks.text_embedding import TextEmbeddingTask
 
 
@@ -59,9 +60,13 @@ ServeFactory = Callable[..., AbstractAsyncContextManager[Served]]
 def serve() -> ServeFactory:
     @asynccontextmanager
     async def served(
-        source: ModelSource | ServingModel, *, wait_ready: bool = True, **config: object
+        source: ModelSource | ServingModel,
+        *,
+        wait_ready: bool = True,
+        tracing: Tracing | None = None,
+        **config: object,
     ) -> AsyncIterator[Served]:
-        app = create_app(ServeConfig(**({"access_log": False} | config)), source)  # type: ignore[arg-type]
+        app = create_app(ServeConfig(**({"access_log": False} | config)), source, tracing=tracing)  # type: ignore[arg-type]
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://inferopt.test") as client:
