@@ -82,6 +82,13 @@ class Artifact:
         }
 
     @property
+    def drift_file(self) -> Path | None:
+        """The drift reference optimize recorded (drift/reference.py), when the artifact has one."""
+        from inferopt.drift.reference import FILE
+
+        return self.path / FILE if FILE in self.manifest["files"] else None
+
+    @property
     def model_name(self) -> str:
         return str(self.manifest.get("model_name", self.path.name))
 

@@ -109,6 +109,7 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
         eval_items = _preprocessed(task, list(data.inputs))
         calibration_items = _preprocessed(task, task.calibration_inputs())
         reference = Reference.compute(task, source, eval_items, calibration_items, usable_cores())
+        _drift_reference(task, data, eval_items, reference, work, console)
         progress.update(step, advance=1, description="export to ONNX + parity check")
         fp32_onnx, export, export_error = reference.export(work / "model.onnx", eval_items)
         progress.update(step, advance=2, description="reference + export done")
@@ -143,6 +144,20 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
     candidates = [Candidate(v.name, v.accuracy, v.bench, v.servable) for v in result.measured]  # type: ignore[arg-type]
     result.selection = select(candidates, budget, primary=metrics.primary, pinned=config.variant)
     return result
+
+
+def _drift_reference(
+    task: Task, data: EvalSet, eval_items: list[Item], reference: Reference, work: Path, console: Console
+) -> None:
+    """What the server's drift figures compare live traffic with: the task's signals of the eval data (FP32
+    outputs), written for the artifact. A task whose signals cannot be taken still gets its artifact, without."""
+    from inferopt.drift.reference import FILE, DriftReference
+
+    try:
+        signals = task.drift_signals(eval_items, reference.eval_outputs)
+        DriftReference.build(signals, f"{data.name} ({data.summary})").write(work / FILE)
+    except Exception as exc:  # a user's module with outputs we cannot read as rows: no drift, said so
+        console.print(f"[yellow]no drift reference[/]: {type(exc).__name__}: {exc}; the server will report no drift")
 
 
 def _preprocessed(task: Task, raws: list[Any]) -> list[Item]:
@@ -247,6 +262,10 @@ def _write_outputs(staging: Path, result: RunResult, task: Task, work: Path) -> 
     assets = task.assets(work)
     paths = _model_paths(result, task)
     files = {"model.onnx": variant.model_path, **assets}
+    from inferopt.drift.reference import FILE as DRIFT_FILE
+
+    if (work / DRIFT_FILE).exists():
+        files[DRIFT_FILE] = work / DRIFT_FILE
     files.update({path_file(name): v.model_path for name, v in paths.items()})  # type: ignore[misc]
     manifest = build_manifest(result, variant, task, sorted(assets), paths)
     return write_artifact(staging / "artifact", manifest, files).parent

@@ -10,10 +10,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from inferopt.drift.reference import DriftReference
+from inferopt.serve.drift import DriftMonitor
 from inferopt.serve.metrics import FeatureMetrics, JobMetrics, ServeMetrics
+from inferopt.tasks.base import Item
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 RULES = OPS / "prometheus" / "inferopt.rules.yml"
@@ -27,7 +31,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not insta
 def test_promtool_accepts_the_rules() -> None:
     done = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 13 rules found" in done.stdout
+    assert "SUCCESS: 14 rules found" in done.stdout
 
 
 @needs_promtool
@@ -45,6 +49,10 @@ def exported_samples() -> set[str]:
     FeatureMetrics(registry)
     JobMetrics(registry)
     metrics.redis_up.set(1)
+    reference = DriftReference.build({"x": np.arange(200.0)}, "synthetic")
+    drift = DriftMonitor(reference, lambda items, outputs: outputs, window=10, min_items=1, max_age_s=60.0)
+    drift.observe([Item(None)], {"x": np.ones(1)})
+    registry.register(drift)
     names = set()
     for family in registry.collect():
         names.add(family.name)

@@ -13,6 +13,7 @@ from tests.tiny_model import build_tiny_bert
 import inferopt
 from inferopt.artifact import load_artifact
 from inferopt.config import Budget, OptimizeConfig
+from inferopt.drift.reference import DriftReference
 from inferopt.errors import BudgetNotMet
 from inferopt.hardware import cpu_info
 from inferopt.optimize import run_optimize
@@ -69,6 +70,12 @@ def test_tiny_model_end_to_end(tiny_dir: Path, texts_file: Path, tmp_path: Path)
     artifact = load_artifact(outcome.artifact_dir)
     assert artifact.manifest["recipe"]["name"] == result.selection.chosen
     assert artifact.manifest["task"]["config"]["max_length"] == 64
+    assert artifact.drift_file is not None  # the eval data's input lengths and embedding columns, for serve
+    drift = DriftReference.read(artifact.drift_file)
+    assert drift.items == result.data_items and len(drift.columns["output.embedding"]) == 8
+    assert {"input.tokens", *(f"output.embedding[{j}]" for j in drift.columns["output.embedding"])} == set(
+        drift.signals
+    )
     with inferopt.Embedder.from_artifact(artifact) as embedder:
         vectors = embedder.embed(["hello there", "a second sentence"])
     assert vectors.shape == (2, 32)

@@ -17,7 +17,8 @@ from fastapi.routing import APIRoute
 import inferopt
 from inferopt.serve.access_log import AccessLog
 from inferopt.serve.config import ServeConfig
-from inferopt.serve.http import json_response, server_state
+from inferopt.serve.errors import ModelNotFound, ServeError
+from inferopt.serve.http import error_response, json_response, server_state
 from inferopt.serve.metrics import CONTENT_TYPE, ServeMetrics
 from inferopt.serve.middleware import Receive, RequestContext, Scope, Send
 from inferopt.serve.protocols import jobs, kserve_v1, oip_v2, openai_embeddings
@@ -166,4 +167,26 @@ async def health_ready(request: Request) -> Response:
     responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition format"}},
 )
 async def prometheus_metrics(request: Request) -> Response:
-    return Response(server_state(request).metrics.render(), media_type=CONTENT_TYPE)
+    state = server_state(request)
+    if state.ready is not None and state.ready.drift is not None:
+        await state.ready.drift.current()  # the drift gauges' figures, recomputed off the loop when stale
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get(
+    "/v1/drift",
+    summary="Live drift against the artifact's reference: PSI and KS per signal, and the window they cover",
+    responses={404: {"description": "The artifact carries no drift reference"}, 503: {"description": "Not ready"}},
+)
+async def drift(request: Request) -> Response:
+    try:
+        ready = server_state(request).require_ready()
+        if ready.drift is None:
+            raise ModelNotFound(
+                "this artifact carries no drift reference (it was written before drift, or its task's outputs "
+                "could not be read); re-run inferopt optimize to record one",
+                param="artifact",
+            )
+    except ServeError as exc:
+        return error_response(exc, plain=True)
+    return json_response(await ready.drift.current())

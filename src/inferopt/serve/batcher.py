@@ -60,6 +60,7 @@ BatchObserver = Callable[[int, int, float], None]  # (items, padded cost, second
 WaitObserver = Callable[[str, list[float]], None]  # (lane, each item's queue wait in seconds), per batch
 # (the batch's items, when it started, when it finished), on the batcher's clock: the tracer's batch span
 TraceObserver = Callable[[Sequence["QueuedItem"], float, float], None]
+OutputObserver = Callable[[Sequence[Item], Arrays], None]  # a batch's items and its outputs (drift windows)
 DRAIN_WINDOW_S = 5.0  # completions older than this no longer count towards the drain rate
 HIGH, LOW = "high", "low"
 LANES = (HIGH, LOW)
@@ -134,6 +135,7 @@ class Batcher:
         on_batch: BatchObserver | None = None,
         on_wait: WaitObserver | None = None,
         on_traced: TraceObserver | None = None,
+        on_outputs: OutputObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not backends:
@@ -144,6 +146,7 @@ class Batcher:
         self.on_batch = on_batch
         self.on_wait = on_wait
         self.on_traced = on_traced
+        self.on_outputs = on_outputs
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: list[QueuedItem] = []
@@ -301,7 +304,7 @@ class Batcher:
         if not live:
             return
         try:
-            outputs = self._infer(backend, live)
+            batched, outputs = self._infer(backend, live)
         except Exception as exc:
             if len(live) == 1:
                 live[0].future.set_exception(exc)
@@ -319,10 +322,12 @@ class Batcher:
             self._observe_waits(live[0].lane, [started - item.enqueued for item in live])
         if self.on_traced is not None:
             self._observe_traced(live, started, done)
+        if self.on_outputs is not None:
+            self._observe_outputs([item.item for item in live], batched)
 
     def _run_alone(self, backend: Backend, item: QueuedItem, started: float) -> None:
         try:
-            (result,) = self._infer(backend, [item])
+            batched, (result,) = self._infer(backend, [item])
         except Exception as exc:
             item.future.set_exception(exc)
             return
@@ -333,20 +338,29 @@ class Batcher:
             self._observe_waits(item.lane, [started - item.enqueued])
         if self.on_traced is not None:
             self._observe_traced([item], started, done)
+        if self.on_outputs is not None:
+            self._observe_outputs([item.item], batched)
 
-    def _infer(self, backend: Backend, queued: list[QueuedItem]) -> list[Arrays]:
+    def _infer(self, backend: Backend, queued: list[QueuedItem]) -> tuple[Arrays, list[Arrays]]:
+        """The batch's outputs, and each item's."""
         items = [q.item for q in queued]
         outputs = backend.run(self.codec.collate(items))
         for name, value in outputs.items():
             if value.shape[0] != len(items):
                 raise RuntimeError(f"the runtime returned {value.shape[0]} rows of {name} for a batch of {len(items)}")
-        return self.codec.split(outputs, items)
+        return outputs, self.codec.split(outputs, items)
 
     def _served(self, done: float, items: int, seconds: float) -> None:
         with self._cond:
             self._service.append((done, items, seconds))
             while self._service[0][0] < done - DRAIN_WINDOW_S:  # pruned here too: an idle queue never asks
                 self._service.popleft()
+
+    def _observe_outputs(self, items: list[Item], outputs: Arrays) -> None:
+        try:
+            self.on_outputs(items, outputs)  # type: ignore[misc]
+        except Exception:  # drift must never fail a batch
+            log.exception("output observer failed")
 
     def _observe_traced(self, items: list[QueuedItem], started: float, done: float) -> None:
         try:

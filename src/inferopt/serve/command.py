@@ -112,6 +112,15 @@ def serve_command(
             "otlp_endpoint",
         ),
     ] = None,
+    drift_window: Annotated[int, _opt("Items in the live drift window (the latest)", "drift_window")] = (
+        _D.drift_window
+    ),
+    drift_min_items: Annotated[
+        int, _opt("Items the drift window needs before figures are reported", "drift_min_items")
+    ] = _D.drift_min_items,
+    drift_max_age_s: Annotated[
+        float, _opt("Seconds after which an item leaves the drift window", "drift_max_age_s")
+    ] = _D.drift_max_age_s,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve an artifact over HTTP with micro-batching, caching and metrics: OpenAI-compatible /v1/embeddings
@@ -151,6 +160,9 @@ def serve_command(
         jobs_max_request_bytes=jobs_max_request_bytes,
         jobs_chunk_items=jobs_chunk_items,
         otlp_endpoint=otlp_endpoint,
+        drift_window=drift_window,
+        drift_min_items=drift_min_items,
+        drift_max_age_s=drift_max_age_s,
     )
     serve(config, log_level=log_level)
 

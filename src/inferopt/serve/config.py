@@ -61,6 +61,9 @@ class ServeConfig:
     jobs_max_request_bytes: int = JOBS_MAX_REQUEST_BYTES
     jobs_chunk_items: int = 64  # instances per service call: progress moves, and a job never fills the queue
     otlp_endpoint: str | None = None  # http(s)://collector:4318: OpenTelemetry spans go to its /v1/traces
+    drift_window: int = 1000  # items in the live drift window (the latest ones)
+    drift_min_items: int = 100  # items the window needs before drift figures are reported
+    drift_max_age_s: float = 3600.0  # items older than this leave the window, however few are left
 
     def __post_init__(self) -> None:
         positive = (
@@ -74,7 +77,8 @@ class ServeConfig:
         )
         features = ("min_warm", "feature_timeout_ms")
         jobs = ("jobs_concurrency", "jobs_ttl", "jobs_max_items", "jobs_max_pending", "jobs_max_request_bytes")
-        for name in (*positive, *features, *jobs, "jobs_chunk_items", "max_batch", "sessions", "cache_ttl"):
+        drift = ("drift_window", "drift_min_items")
+        for name in (*positive, *features, *jobs, *drift, "jobs_chunk_items", "max_batch", "sessions", "cache_ttl"):
             value = getattr(self, name)
             if value is not None and value < 1 and not (name == "port" and value == 0):
                 raise InputError(f"{_flag(name)} {value} must be at least 1", f"set {_flag(name)} or {env_var(name)}")
@@ -83,6 +87,14 @@ class ServeConfig:
         for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s", "feature_max_stale_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")
+        if not self.drift_max_age_s > 0:
+            raise InputError(f"--drift-max-age-s {self.drift_max_age_s} must be positive", "give seconds > 0")
+        if self.drift_min_items > self.drift_window:
+            raise InputError(
+                f"--drift-min-items {self.drift_min_items} exceeds --drift-window {self.drift_window}: "
+                "drift would never be reported",
+                "lower --drift-min-items or raise --drift-window",
+            )
         if not 0.0 <= self.max_padding <= 1.0:
             raise InputError(f"--max-padding {self.max_padding} is not a share", "give a value from 0 to 1")
         if self.max_items is not None and self.max_items > self.max_queue:

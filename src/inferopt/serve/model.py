@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from inferopt.artifact import Artifact
 from inferopt.batching import BatchPolicy
+from inferopt.drift.reference import DriftReference
 from inferopt.runtime.base import Arrays, Backend, RuntimeSettings
 from inferopt.serve.config import ServeConfig
 from inferopt.tasks.base import DEFAULT_PATH, Task
@@ -30,6 +31,7 @@ class ServingModel:
     # The model paths besides the default one (`backends`): name -> its sessions, and the variant each runs.
     paths: dict[str, list[Backend]] = field(default_factory=dict)
     path_variants: dict[str, str] = field(default_factory=dict)
+    drift: DriftReference | None = None  # what live traffic is compared with; None: the artifact has none
 
     @classmethod
     def from_artifact(
@@ -59,6 +61,7 @@ class ServingModel:
             aliases=aliases,
             paths=paths,
             path_variants={name: variant for name, (_, _, variant) in artifact.paths.items()},
+            drift=DriftReference.read(artifact.drift_file) if artifact.drift_file is not None else None,
         )
 
     @property

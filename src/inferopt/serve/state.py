@@ -19,6 +19,7 @@ from inferopt.serve.batcher import Batcher, BatchPolicy
 from inferopt.serve.cache import CacheKeys, MemoryLRU, OutputForm
 from inferopt.serve.cache_redis import RedisTier
 from inferopt.serve.config import ServeConfig
+from inferopt.serve.drift import DriftMonitor
 from inferopt.serve.errors import JobsUnavailable, NotReady, ShuttingDown
 from inferopt.serve.jobs import Jobs
 from inferopt.serve.metrics import ServeMetrics
@@ -41,6 +42,7 @@ class Ready:
     max_items: int  # inputs one request may carry
     max_request_bytes: int  # the largest body read
     jobs: Jobs | None = None  # None: no --jobs
+    drift: DriftMonitor | None = None  # None: the artifact carries no drift reference
 
     def require_jobs(self) -> Jobs:
         if self.jobs is None:
@@ -134,6 +136,7 @@ class ServerState:
         self.detail = "warming up"
         warm = await asyncio.to_thread(warm_up, model, policy)
         shapes = {name: tuple(int(n) for n in value.shape[1:]) for name, value in warm.items()}
+        drift = self._drift(model)
         batchers = {}
         for path, backends in model.all_paths.items():
             batcher = Batcher(
@@ -143,6 +146,7 @@ class ServerState:
                 on_batch=self.metrics.batch_observer(path),
                 on_wait=self.metrics.wait_observer(path),
                 on_traced=self.tracing.batch_observer(path) if self.tracing is not None else None,
+                on_outputs=drift.observe if drift is not None else None,
             ).start()
             self.metrics.track_queue_depth(partial(_depth, batcher), path, policy.max_queue)
             batchers[path] = batcher
@@ -160,7 +164,22 @@ class ServerState:
         )
         body_limit = self.config.max_request_bytes or model.task.max_request_bytes
         jobs = await self._jobs(model, service)
-        return Ready(model, policy, shapes, service, self.config.items_per_request, body_limit, jobs)
+        return Ready(model, policy, shapes, service, self.config.items_per_request, body_limit, jobs, drift)
+
+    def _drift(self, model: ServingModel) -> DriftMonitor | None:
+        """The live drift windows of every model path, with their gauges, when the artifact has a reference."""
+        if model.drift is None:
+            return None
+        config = self.config
+        monitor = DriftMonitor(
+            model.drift,
+            model.task.drift_signals,
+            window=config.drift_window,
+            min_items=config.drift_min_items,
+            max_age_s=config.drift_max_age_s,
+        )
+        self.metrics.registry.register(monitor)
+        return monitor
 
     async def _jobs(self, model: ServingModel, service: InferenceService) -> Jobs | None:
         if self.config.jobs is None:

@@ -273,6 +273,12 @@ class Task(ABC):
         batch alive)."""
         return [{name: value[i].copy() for name, value in outputs.items()} for i in range(len(items))]
 
+    def drift_signals(self, items: Sequence[Item], outputs: Arrays) -> dict[str, np.ndarray]:
+        """What drift is watched on, for some items and their outputs (a row per item): named values, (n,) or
+        columns (n, d) of which the reference keeps the most varied (drift/reference.py). By default every
+        output, a column per value."""
+        return {f"output.{name}": per_row(value, len(items)) for name, value in outputs.items()}
+
     @abstractmethod
     def postprocess(self, outputs: Arrays, item: Item) -> Any:
         """One item's outputs -> its JSON-able result (what KServe v1's `predictions` holds); `item.options` holds
@@ -384,6 +390,12 @@ V2_DATATYPES = {
     "float64": "FP64",
     "str": "BYTES",
 }
+
+
+def per_row(value: np.ndarray, rows: int) -> np.ndarray:
+    """A batch output as one value per row (n,) or as columns (n, d)."""
+    flat = np.asarray(value).reshape(rows, -1)
+    return flat[:, 0] if flat.shape[1] == 1 else flat
 
 
 def _v2_metadata(spec: TensorSpec) -> dict[str, Any]:

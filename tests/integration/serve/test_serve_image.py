@@ -7,13 +7,14 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 from rich.console import Console
 
 import inferopt
@@ -83,7 +84,8 @@ def test_served_top5_equals_in_process_top5_on_every_route(optimized: Outcome, p
     name = artifact.model_name
     instances = [{"b64": base64.b64encode(p).decode()} for p in photos]
     files = [("images", (f"photo{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)]
-    with serve_artifact(optimized.artifact_dir) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    served = serve_artifact(optimized.artifact_dir, drift_min_items=8)
+    with served as server, httpx.Client(base_url=server.url, timeout=60) as client:
         as_json = client.post(f"/v1/models/{name}:predict", json={"instances": instances})
         uploaded = client.post(f"/v1/models/{name}:predict", files=files)
         top2 = client.post(f"/v1/models/{name}:predict?top_k=2", files=files[:1])
@@ -91,6 +93,10 @@ def test_served_top5_equals_in_process_top5_on_every_route(optimized: Outcome, p
         texts = [base64.b64encode(p).decode() for p in photos]
         v2 = client.post(f"/v2/models/{name}/infer", content=encode_infer_request({"image": texts}))
         metadata = client.get(f"/v2/models/{name}").json()
+        drift = client.get("/v1/drift").json()
+    # Six photos the model ran, and photo 0 again for each other top_k (a cache hit is not counted).
+    assert drift["ready"] and drift["window"]["items"] == 8 and drift["reference"]["items"] == 96, drift
+    assert set(drift["signals"]) == {"input.brightness", "input.contrast", "output.top1_probability"}
     for response in (as_json, uploaded, top2, top3, v2):
         assert response.status_code == 200, response.text
     assert as_json.json()["predictions"] == uploaded.json()["predictions"]
@@ -104,6 +110,25 @@ def test_served_top5_equals_in_process_top5_on_every_route(optimized: Outcome, p
     logits = np.asarray(v2.json()["outputs"][0]["data"]).reshape(len(photos), 1000)
     assert [int(i) for i in logits.argmax(axis=1)] == [p["top_k"][0]["index"] for p in expected]
     assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+
+
+def test_darker_photos_move_the_brightness_drift(optimized: Outcome, photos: list[bytes]) -> None:
+    name = load_artifact(optimized.artifact_dir).model_name  # type: ignore[arg-type]
+    darker = [
+        encoded(ImageEnhance.Brightness(Image.open(io.BytesIO(p)).convert("RGB")).enhance(0.3), "JPEG") for p in photos
+    ]
+    figures = []
+    with serve_artifact(optimized.artifact_dir, cache="off", drift_window=6, drift_min_items=6) as server:
+        for sent in (photos, darker):  # the second six replace the first in the window
+            instances = [{"b64": base64.b64encode(p).decode()} for p in sent]
+            assert (
+                httpx.post(f"{server.url}/v1/models/{name}:predict", json={"instances": instances}).status_code == 200
+            )
+            figures.append(httpx.get(f"{server.url}/v1/drift").json()["signals"]["input.brightness"])
+            time.sleep(1.1)  # the figures are recomputed at most once a second
+    before, after = figures
+    assert after["live_mean"] < before["live_mean"] - 0.5  # normalized pixels: a much darker mean
+    assert after["ks"] > before["ks"] + 0.3 and after["ks"] > 0.8
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:

@@ -112,6 +112,8 @@ def test_oip_v2_answers_what_kserve_v1_does(server: ServerThread) -> None:
         content=encode_infer_request({"user_id": np.array([0])}),
     )
     assert bad.status_code == 422 and "unknown user 0" in bad.json()["error"]
+    drift = httpx.get(server.url + "/v1/drift").json()  # the top pick's score, against the held-out users'
+    assert set(drift["signals"]) <= {"output.top_score"} and drift["reference"]["items"] > 100
 
 
 BAD = [

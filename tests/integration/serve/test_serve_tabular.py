@@ -208,6 +208,26 @@ def test_a_server_without_a_feature_store_scores_records_and_names_the_store_for
         assert predict(client, {"features": german_credit.records[0]}).status_code == 200
 
 
+def test_drift_finds_the_loans_that_grew_and_not_the_ones_that_did_not(
+    risk_artifact: Path, german_credit: Dataset
+) -> None:
+    records = german_credit.records[:300]
+    grown = [{**record, "credit_amount": record["credit_amount"] * 4} for record in records]
+    figures = {}
+    for name, sent in (("same", records), ("grown", grown)):
+        running = serve(risk_artifact, cache="off", drift_window=300, drift_min_items=300)
+        with running, httpx.Client(base_url=running.url) as client:
+            for start in range(0, 300, 50):
+                assert predict(client, *({"features": r} for r in sent[start : start + 50])).status_code == 200
+            figures[name] = client.get("/v1/drift").json()
+    assert figures["same"]["ready"] and figures["same"]["reference"]["items"] == 1000  # optimize's eval data
+    same, grown_ = figures["same"]["signals"], figures["grown"]["signals"]
+    assert same["input.credit_amount"]["psi"] < 0.15 and same["input.credit_amount"]["ks"] < 0.1
+    assert grown_["input.credit_amount"]["psi"] > 1.0 and grown_["input.credit_amount"]["ks"] > 0.4
+    assert grown_["input.purpose"]["psi"] == same["input.purpose"]["psi"]  # what did not change reads the same
+    assert grown_["output.score"]["live_mean"] > same["output.score"]["live_mean"]  # bigger loans, more risk
+
+
 def test_a_store_that_goes_down_is_served_stale_then_503_then_recovered(risk_artifact: Path, schema: str) -> None:
     proxy = ThreadedProxy().start()
     ttls = tuple(f"{group}=1" for group in GROUPS)

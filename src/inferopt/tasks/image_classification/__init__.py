@@ -171,6 +171,17 @@ class ImageClassificationTask(Task):
     def collate(self, items: Sequence[Item]) -> Arrays:
         return {INPUT_NAME: np.stack([item.data for item in items])}
 
+    def drift_signals(self, items: Sequence[Item], outputs: Arrays) -> dict[str, np.ndarray]:
+        """Image statistics (the mean and spread of the model's input pixels: exposure and contrast) and the
+        confidence of the top class."""
+        logits = outputs[OUTPUT_NAME].astype(np.float64).reshape(len(items), -1)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return {
+            "input.brightness": np.array([float(item.data.mean()) for item in items]),
+            "input.contrast": np.array([float(item.data.std()) for item in items]),
+            "output.top1_probability": shifted.max(axis=1) / shifted.sum(axis=1),
+        }
+
     def postprocess(self, outputs: Arrays, item: Item) -> Any:
         """The top k classes, best first: index, label (when the model has labels) and softmax score."""
         logits = outputs[OUTPUT_NAME].astype(np.float64)

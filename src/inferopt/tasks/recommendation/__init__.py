@@ -221,6 +221,10 @@ class RecommendationTask(Task):
             results.append({"items": self.catalogue.item_id_array[rows[keep]], "scores": scores[keep].copy()})
         return results
 
+    def drift_signals(self, items: Sequence[Item], outputs: Arrays) -> dict[str, np.ndarray]:
+        """The best candidate's score: what the ranking believes of its top pick."""
+        return {"output.top_score": outputs["scores"].reshape(len(items), -1)[:, 0].astype(np.float64)}
+
     def postprocess(self, outputs: Arrays, item: Item) -> Any:
         return {"items": outputs["items"].tolist(), "scores": [round(float(s), 6) for s in outputs["scores"]]}
 

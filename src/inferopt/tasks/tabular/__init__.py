@@ -215,6 +215,13 @@ class TabularTask(Task):
     def collate(self, items: Sequence[Item]) -> Arrays:
         return {"features": np.stack([item.data for item in items])}
 
+    def drift_signals(self, items: Sequence[Item], outputs: Arrays) -> dict[str, np.ndarray]:
+        """Every input feature (numbers standardized, categories by index) and the score."""
+        features = self.encoders.decode_columns(np.stack([item.data for item in items]))
+        signals = {f"input.{name}": values.astype(np.float64) for name, values in features.items()}
+        signals["output.score"] = outputs["score"].reshape(len(items)).astype(np.float64)
+        return signals
+
     def postprocess(self, outputs: Arrays, item: Item) -> Any:
         score = float(outputs["score"])
         decision = "decline" if score >= self.threshold else "approve"

@@ -72,6 +72,17 @@ class Encoders:
             width += len(encoder.categories) if isinstance(encoder, CategoryEncoder) else 1
         self.width = width
 
+    def decode_columns(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Each feature of encoded rows (n, width): a number standardized as the model sees it, a category as
+        its index (the hot column)."""
+        columns = {}
+        for encoder, offset in zip(self.encoders, self._offsets, strict=True):
+            if isinstance(encoder, CategoryEncoder):
+                columns[encoder.name] = rows[:, offset : offset + len(encoder.categories)].argmax(axis=1)
+            else:
+                columns[encoder.name] = rows[:, offset]
+        return columns
+
     @classmethod
     def fit(cls, records: Sequence[dict[str, Any]], ranges: dict[str, tuple[float, float] | None]) -> Encoders:
         """Fitted on `records` (the training split); `ranges`: each feature's valid range, None for a category."""

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from inferopt.tasks.base import (
     KSERVE_V1,
     NO_OPTIONS,
@@ -154,6 +156,13 @@ class TextEmbeddingTask(Task):
 
     def collate(self, items: Sequence[Item]) -> Arrays:
         return pad_batch([item.data for item in items], self.tokenizer.pad_id)
+
+    def drift_signals(self, items: Sequence[Item], outputs: Arrays) -> dict[str, np.ndarray]:
+        """The input lengths (tokens) and the embedding's components."""
+        return {
+            "input.tokens": np.array([item.cost for item in items], np.float64),
+            "output.embedding": outputs[OUTPUT_NAME],
+        }
 
     def postprocess(self, outputs: Arrays, item: Item) -> Any:
         return outputs[OUTPUT_NAME]  # the vector; orjson writes numpy arrays
