@@ -152,10 +152,10 @@ class Batcher:
         self._queue: list[QueuedItem] = []
         self._queued_cost = 0
         self._high = 0  # high-lane items in the queue
-        self._service: deque[tuple[float, int, float]] = deque()  # (finished at, items, runtime seconds)
+        self._service = _Window()  # finished batches: (finished at, items, runtime seconds)
         self._busy = 0
         self._closed = False
-        self._completions: deque[tuple[float, int]] = deque()
+        self._completions = _Window()  # batches taken from the queue: (taken at, items)
         self._threads: list[threading.Thread] = []
 
     # -- callers' side -------------------------------------------------------------------------------
@@ -184,19 +184,28 @@ class Batcher:
         deadlines = [deadline] * len(items) if isinstance(deadline, (int, float)) else list(deadline)
         queued = [QueuedItem(item, until, now, lane, trace) for item, until in zip(items, deadlines, strict=True)]
         with self._cond:
-            if self._closed:
-                raise BatcherClosed("the batcher is closed")
-            if len(self._queue) + len(queued) > self.policy.max_queue:
-                raise QueueFull(len(self._queue), self._retry_after_locked(now))
-            limit = min(max_wait_s, min(deadlines, default=math.inf) - now)
-            expected = self._expected_wait_locked(now, lane, len(queued))
-            if expected > limit:
-                raise WaitTooLong(len(self._queue), self._retry_after_locked(now), expected, limit)
+            self._admit_locked(now, len(queued), min(deadlines, default=math.inf), lane, max_wait_s)
             self._queue.extend(queued)
             self._queued_cost += sum(item.cost for item in queued)
             self._high += len(queued) if lane == HIGH else 0
             self._cond.notify_all()
         return queued
+
+    def admit(self, items: int, deadline: float, *, lane: str = HIGH, max_wait_s: float = math.inf) -> None:
+        """Raise what submit would for `items` more items of `lane` due by `deadline`, without queueing them:
+        checked before they are preprocessed, a refusal costs little of what an overloaded server lacks."""
+        with self._cond:
+            self._admit_locked(self._clock(), items, deadline, lane, max_wait_s)
+
+    def _admit_locked(self, now: float, items: int, deadline: float, lane: str, max_wait_s: float) -> None:
+        if self._closed:
+            raise BatcherClosed("the batcher is closed")
+        if len(self._queue) + items > self.policy.max_queue:
+            raise QueueFull(len(self._queue), self._retry_after_locked(now))
+        limit = min(max_wait_s, deadline - now)
+        expected = self._expected_wait_locked(now, lane, items)
+        if expected > limit:
+            raise WaitTooLong(len(self._queue), self._retry_after_locked(now), expected, limit)
 
     def expected_wait(self, lane: str = HIGH, items: int = 1) -> float:
         """Seconds `items` more of `lane` would wait before their batch starts, as predicted now."""
@@ -240,7 +249,7 @@ class Batcher:
                 with self._cond:
                     self._busy -= 1
                     now = self._clock()
-                    self._completions.append((now, len(batch)))
+                    self._completions.add(now, len(batch))
                     self._drain_rate_locked(now)  # prunes the old completions: a server never refused keeps none
                     self._cond.notify_all()
 
@@ -352,9 +361,8 @@ class Batcher:
 
     def _served(self, done: float, items: int, seconds: float) -> None:
         with self._cond:
-            self._service.append((done, items, seconds))
-            while self._service[0][0] < done - DRAIN_WINDOW_S:  # pruned here too: an idle queue never asks
-                self._service.popleft()
+            self._service.add(done, items, seconds)
+            self._service.prune(done)  # here too: an idle queue never asks
 
     def _observe_outputs(self, items: list[Item], outputs: Arrays) -> None:
         try:
@@ -382,21 +390,19 @@ class Batcher:
                 log.exception("batch observer failed")
 
     def _drain_rate_locked(self, now: float) -> float:
-        while self._completions and self._completions[0][0] < now - DRAIN_WINDOW_S:
-            self._completions.popleft()
-        if not self._completions:
+        window = self._completions
+        window.prune(now)
+        if not window.entries:
             return 0.0
-        span = max(now - self._completions[0][0], 0.05)
-        return sum(n for _, n in self._completions) / span
+        return window.items / max(now - window.entries[0][0], 0.05)
 
     def _capacity_locked(self, now: float) -> float:
         """Items per second the workers finish while busy, over the last few seconds (0: nothing measured)."""
-        while self._service and self._service[0][0] < now - DRAIN_WINDOW_S:
-            self._service.popleft()
-        seconds = sum(s for _, _, s in self._service)
-        if seconds <= 0:
+        window = self._service
+        window.prune(now)
+        if window.seconds <= 0:
             return 0.0
-        return sum(n for _, n, _ in self._service) / seconds * len(self.backends)
+        return window.items / window.seconds * len(self.backends)
 
     def _expected_wait_locked(self, now: float, lane: str, items: int) -> float:
         """The queue ahead of `items` new ones of `lane` (all of it for low; the high lane's for high), plus
@@ -415,3 +421,29 @@ class Batcher:
         if rate <= 0:
             return 1
         return int(min(60, max(1, math.ceil(len(self._queue) / rate))))
+
+
+class _Window:
+    """Batches of the last DRAIN_WINDOW_S seconds, (at, items, seconds), with their running sums: admission
+    reads a rate per request, and must not sum the window each time."""
+
+    __slots__ = ("entries", "items", "seconds")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int, float]] = deque()
+        self.items = 0
+        self.seconds = 0.0
+
+    def add(self, at: float, items: int, seconds: float = 0.0) -> None:
+        self.entries.append((at, items, seconds))
+        self.items += items
+        self.seconds += seconds
+
+    def prune(self, now: float) -> None:
+        entries = self.entries
+        while entries and entries[0][0] < now - DRAIN_WINDOW_S:
+            _, items, seconds = entries.popleft()
+            self.items -= items
+            self.seconds -= seconds
+        if not entries:
+            self.items, self.seconds = 0, 0.0  # no float residue from the subtractions

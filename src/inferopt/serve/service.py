@@ -165,6 +165,9 @@ class InferenceService:
             misses, lookup_s = await self._from_redis(misses)
             if not misses:
                 return
+            if len(self.batchers) == 1:  # every item goes to the one batcher: refuse now, not after preprocessing
+                deadline = min(m.flight.deadline for m in misses)
+                self.batcher.admit(len(misses), deadline, lane=lane, max_wait_s=self.max_queue_s)
             started = time.perf_counter()
             raws = [m.raw for m in misses]
             task = self.model.task

@@ -44,12 +44,22 @@ async def test_a_request_that_would_wait_past_its_deadline_is_refused_and_the_ad
 async def test_max_queue_ms_caps_the_predicted_wait_whatever_the_deadline(serve, task: TextEmbeddingTask) -> None:
     async with serve(fake_model(task=task, delay_s=DELAY_S), max_batch=1, cache="off", max_queue_ms=100) as served:
         client = served.client
+        service = served.state.require_ready().service
+        preprocessed: list[str] = []
+        original = service.preprocessing.run
+
+        async def counted(raws: list[str]) -> object:
+            preprocessed.extend(raws)
+            return await original(raws)
+
+        service.preprocessing.run = counted  # type: ignore[method-assign]
         assert (await client.post("/v1/embeddings", json={"input": ["rate"]})).status_code == 200
         first = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": ["busy"]}))
         await asyncio.sleep(0.05)
         second = await client.post("/v1/embeddings", json={"input": ["over 100 ms"]})  # 1 ahead: about 0.2 s
         assert second.status_code == 429
         assert (await first).status_code == 200
+        assert preprocessed == ["rate", "busy"]  # refused before its text was tokenized
 
 
 async def test_the_priority_header_picks_a_lane_and_an_unknown_one_is_a_422(serve, task: TextEmbeddingTask) -> None:

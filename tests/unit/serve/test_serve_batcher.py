@@ -239,7 +239,7 @@ def test_drain_rate_counts_finished_items() -> None:
     with running([backend]) as (batcher, _):
         for item in batcher.submit([ids(4, seed=s) for s in range(20)]):
             item.future.result(timeout=5)
-        assert sum(n for _, n in batcher._completions) == 20
+        assert batcher._completions.items == 20
         assert batcher.drain_rate() > 0
 
 
@@ -247,7 +247,8 @@ def test_retry_after_is_the_time_the_queue_takes_to_drain_at_the_recent_rate() -
     now = [1000.0]
     batcher = Batcher([FakeBackend(DIM)], BatchPolicy(max_queue=100), CODEC, clock=lambda: now[0])  # no workers started
     batcher.submit([ids(4, seed=s) for s in range(100)])
-    batcher._completions.extend([(998.0, 20), (999.0, 20)])  # 40 items finished over the last 2 s: 20 items/s
+    batcher._completions.add(998.0, 20)  # 40 items finished over the last 2 s: 20 items/s
+    batcher._completions.add(999.0, 20)
     assert batcher.drain_rate() == pytest.approx(20.0)
     with pytest.raises(QueueFull) as refused:
         batcher.submit([ids(4)])
@@ -282,7 +283,8 @@ def test_each_item_of_a_request_can_carry_its_own_deadline() -> None:
 
 def _measured(batcher: Batcher, now: float, items_per_s: float) -> None:
     """As if the workers had been busy for the last second, finishing `items_per_s` items per worker-second."""
-    batcher._service.extend([(now - 0.5, int(items_per_s / 2), 0.5), (now - 0.1, int(items_per_s / 2), 0.5)])
+    batcher._service.add(now - 0.5, int(items_per_s / 2), 0.5)
+    batcher._service.add(now - 0.1, int(items_per_s / 2), 0.5)
 
 
 def test_a_request_predicted_to_wait_past_its_deadline_is_refused_at_once() -> None:
@@ -300,7 +302,10 @@ def test_a_request_predicted_to_wait_past_its_deadline_is_refused_at_once() -> N
     assert isinstance(refused.value, QueueFull) and refused.value.retry_after_s >= 1
     with pytest.raises(WaitTooLong):
         batcher.submit([ids(4)], now[0] + 10.0, max_wait_s=0.2)  # --max-queue-ms 200
-    assert batcher.depth == 401  # the refused requests left nothing behind
+    with pytest.raises(WaitTooLong):
+        batcher.admit(1, now[0] + 0.3)  # the same check, before the items exist
+    batcher.admit(1, now[0] + 0.5)
+    assert batcher.depth == 401  # the refused requests left nothing behind, and admit queues nothing
     assert ok.deadline == now[0] + 0.5
 
 
@@ -351,7 +356,7 @@ def test_the_rate_windows_keep_only_the_last_seconds_even_when_nothing_asks() ->
         for step in range(30):  # 30 s of traffic, one item a second, never refused
             now[0] = 1000.0 + step
             batcher.submit([ids(4, seed=step)])[0].future.result(timeout=5)
-        wait_for(lambda: len(batcher._completions) > 0 and batcher.depth == 0)
-        assert len(batcher._service) <= 6 and len(batcher._completions) <= 7  # the last 5 s, not all 30
+        wait_for(lambda: len(batcher._completions.entries) > 0 and batcher.depth == 0)
+        assert len(batcher._service.entries) <= 6 and len(batcher._completions.entries) <= 7  # the last 5 s, not all 30
     finally:
         batcher.close(timeout=5)
