@@ -4,7 +4,9 @@ General clients (httpx, aiohttp) spend tens of microseconds per request building
 load generator never looks at; on a 2-core box that cost comes straight out of the server under test and
 caps the rate the generator can offer. Here every request is encoded once, up front, and a response is
 only framed: status code, where its body ends (Content-Length or chunked), and whether the connection
-stays open. One request at a time per connection (no pipelining), as browsers and SDKs do.
+stays open. One request at a time per connection (no pipelining), as browsers and SDKs do. Of the headers
+only one more is looked at, and only on a 429: whether it carries Retry-After, as an overloaded server's
+refusals should.
 """
 
 from __future__ import annotations
@@ -71,13 +73,16 @@ class ResponseSink(Protocol):
 class Http1Connection(asyncio.Protocol):
     """One keep-alive connection; `send` writes a pre-encoded request, the sink hears when its response ends."""
 
-    __slots__ = ("_body_left", "_buf", "_chunked", "_keep_alive", "_status", "closed", "sink", "tag", "transport")
+    __slots__ = (
+        "_body_left", "_buf", "_chunked", "_keep_alive", "_status", "closed", "retry_after", "sink", "tag", "transport",
+    )  # fmt: skip
 
     def __init__(self, sink: ResponseSink) -> None:
         self.sink = sink
         self.transport: asyncio.Transport | None = None
         self.tag = -1  # the request in flight on this connection, -1 when idle
         self.closed = False
+        self.retry_after = False  # whether the latest response's head had Retry-After (looked at on 429s only)
         self._reset()
 
     def _reset(self) -> None:
@@ -132,6 +137,7 @@ class Http1Connection(asyncio.Protocol):
             self._status = int(head[9:12])
         except ValueError:
             self._status = 599  # not HTTP: counted as a server error, never dropped
+        self.retry_after = self._status == 429 and b"\r\nretry-after:" in head
         if head.startswith(b"http/1.0"):
             self._keep_alive = b"connection: keep-alive" in head
         self._keep_alive = self._keep_alive and b"connection: close" not in head

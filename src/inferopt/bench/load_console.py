@@ -57,6 +57,7 @@ def print_load_result(result: LoadResult, console: Console) -> None:
     rates.add_row("achieved rate", f"{result.achieved_rate:,.1f} req/s (successful, in the measured window)")
     rates.add_row("measured", f"{result.measured:,} requests over {result.window_s:.1f}s after warm-up")
     rates.add_row("errors", _errors_text(result))
+    rates.add_row("rejected (429)", _rejections_text(result))
     if result.mode == OPEN_LOOP:
         rates.add_row("sent > 1 ms late", f"{result.late_fraction:.2%} (INVALID above 1%)")
     rates.add_row("connections", str(result.connections))
@@ -74,6 +75,14 @@ def _errors_text(result: LoadResult) -> str:
     return f"{result.error_count:,} ({result.error_fraction:.2%}): {kinds}"
 
 
+def _rejections_text(result: LoadResult) -> str:
+    refused = result.rejections
+    if not refused.count:
+        return "none"
+    share = refused.count / result.measured if result.measured else 0.0
+    return f"{refused.count:,} ({share:.2%}), {refused.with_retry_after:,} with Retry-After (also in errors)"
+
+
 def latency_table(result: LoadResult) -> Table:
     first = "latency (from intended send)" if result.mode == OPEN_LOOP else "latency (closed loop = service)"
     table = Table(title="milliseconds; n/a = too few requests for that percentile", title_justify="left")
@@ -83,6 +92,9 @@ def latency_table(result: LoadResult) -> Table:
     rows: list[tuple[str, dict[str, Any]]] = [(first, result.latency_ms)]
     if result.mode == OPEN_LOOP:
         rows += [("service (from actual send)", result.service_ms), ("generator dispatch lag", result.dispatch_lag_ms)]
+    if result.rejections.count:
+        rows.append(("rejected 429 (from intended send)" if result.mode == OPEN_LOOP else "rejected 429",
+                     result.rejections.latency_ms))  # fmt: skip
     for name, summary in rows:
         table.add_row(name, *(format_ms(summary.get(k)) for k in LATENCY_KEYS))
     return table

@@ -4,6 +4,9 @@ Only requests whose intended time falls in the measured window (after the warm-u
 `done - intended`: in open loop that includes any time the request spent waiting because the server (or the
 generator) was behind, which is the point; in closed loop intended is the moment the previous answer came
 back, so latency is just the service time and stalls stay hidden (the output says so).
+
+A 429 is an error like any other in `errors`, and also a refusal with latencies of its own (`rejections`): an
+overloaded server that sheds load should refuse at once, and say when to come back (Retry-After).
 """
 
 from __future__ import annotations
@@ -18,6 +21,17 @@ from inferopt.bench.sender import ABANDONED, ERROR_NAMES, LATE_S, NOT_SENT, Work
 
 MAX_LATE_FRACTION = 0.01  # more than 1% of requests sent over 1 ms late: the generator, not the server, was slow
 OPEN_LOOP, CLOSED_LOOP = "open-loop", "closed-loop"
+REJECTED = 429
+
+
+@dataclass
+class Rejections:
+    """The measured requests the server refused with 429 (they are in `LoadResult.errors` too)."""
+
+    count: int = 0
+    with_retry_after: int = 0  # of those, how many carried a Retry-After header
+    latency_ms: dict[str, float | None] = field(default_factory=dict)  # from intended send time, as for 2xx
+    service_ms: dict[str, float | None] = field(default_factory=dict)  # from actual send time
 
 
 @dataclass
@@ -39,6 +53,7 @@ class LoadResult:
     config: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     histogram: str = ""  # HdrHistogram base64 encoding of latency_ms (microsecond units)
+    rejections: Rejections = field(default_factory=Rejections)  # the 429s among the measured requests
 
     @property
     def error_count(self) -> int:
@@ -101,6 +116,7 @@ def summarize(
     lag = record.dispatched[measured] - record.intended[measured]
     all_ok = (record.status >= 200) & (record.status < 300)
     completed_in_window = all_ok & (record.done >= start) & (record.done < end)
+    refused = measured & (record.status == REJECTED)
     window_s = max(end - start, 1e-9)
     return LoadResult(
         mode=mode,
@@ -115,6 +131,12 @@ def summarize(
         dispatch_lag_ms=LatencyHistogram.of(np.maximum(lag, 0.0)).summary() if mode == OPEN_LOOP else {},
         late_fraction=float((lag > LATE_S).mean()) if mode == OPEN_LOOP and lag.size else 0.0,
         connections=record.connections_opened,
+        rejections=Rejections(
+            count=int(refused.sum()),
+            with_retry_after=int((refused & record.retry_after_mask()).sum()),
+            latency_ms=LatencyHistogram.of(record.done[refused] - record.intended[refused]).summary(),
+            service_ms=LatencyHistogram.of(record.done[refused] - record.sent[refused]).summary(),
+        ),
         partial=partial,
         histogram=latency.encode(),
     )
@@ -135,6 +157,9 @@ def merge_records(records: list[WorkerRecord]) -> WorkerRecord:
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(r, name) for r in records])[order]
 
+    def cat_masks() -> np.ndarray:
+        return np.concatenate([r.retry_after_mask() for r in records])[order]
+
     return WorkerRecord(
         intended=intended[order],
         dispatched=cat("dispatched"),
@@ -143,4 +168,5 @@ def merge_records(records: list[WorkerRecord]) -> WorkerRecord:
         status=cat("status"),
         connections_opened=sum(r.connections_opened for r in records),
         connect_failures=sum(r.connect_failures for r in records),
+        retry_after=None if all(r.retry_after is None for r in records) else cat_masks(),
     )

@@ -8,6 +8,10 @@ than 1% of requests left over 1 ms late the run is INVALID, because then the num
 
 Closed loop (`concurrency`): N connections, each sending when the previous answer arrives; for capacity
 sweeps and cross-checks with wrk, labelled as such because it cannot see stalls.
+
+Phases (`run_phases`): one open-loop schedule made of consecutive rates (a normal load, an overload, the
+recovery after it), sent by the same senders over the same connections, so the next phase starts at its
+first intended send and not after a new process has started; each phase is summarized over its own window.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -112,6 +116,44 @@ class LoadConfig:
         return LoadConfig(**(asdict(self) | {"rate": rate, "concurrency": None}))
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One leg of a phased open-loop run: `rate` req/s for `duration_s`, its first `warmup_s` not measured."""
+
+    rate: float
+    duration_s: float
+    warmup_s: float = 0.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        label = f"phase {self.name!r}: " if self.name else ""
+        if not (self.rate > 0 and self.duration_s > 0):
+            raise InputError(f"{label}rate and duration must be > 0, got {self.rate:g} and {self.duration_s:g}", "")
+        if not 0 <= self.warmup_s < self.duration_s:
+            raise InputError(f"{label}warm-up {self.warmup_s:g}s must be >= 0 and shorter than the phase", "")
+
+
+@dataclass
+class PhasedRun:
+    """What `run_phases` measured: a result per phase, and the raw record to summarize any other window."""
+
+    phases: list[LoadResult]
+    record: WorkerRecord
+    start: float  # absolute time.monotonic() of the schedule's offset 0
+    offsets_s: list[float] = field(default_factory=list)  # where each phase begins, from the start
+    interrupted_at: float | None = None
+
+    def window(self, begin_s: float, end_s: float, offered_rate: float | None = None) -> LoadResult:
+        """The requests intended in [begin_s, end_s) seconds from the start, summarized as a run of their own."""
+        end = self.start + end_s
+        partial = None
+        if self.interrupted_at is not None and self.interrupted_at < end:
+            end = max(self.interrupted_at, self.start + begin_s)
+            partial = f"interrupted {self.interrupted_at - self.start:.1f}s into the schedule"
+        window = (self.start + begin_s, end)
+        return summarize(self.record, mode=OPEN_LOOP, offered_rate=offered_rate, window=window, partial=partial)
+
+
 def _positive(flag: str, value: float) -> None:
     if not value > 0:
         raise InputError(f"{flag} must be > 0, got {value:g}", "")
@@ -185,9 +227,51 @@ def run_load(
     return result
 
 
-def _plans(config: LoadConfig, target: Target, requests: list[bytes]) -> tuple[list[WorkerPlan], int]:
+def run_phases(
+    config: LoadConfig, phases: Sequence[Phase], on_progress: ProgressCallback | None = None, *,
+    check_target: bool = True,
+) -> PhasedRun:  # fmt: skip
+    """Open loop through `phases` one after another, as a single schedule: phase k's arrivals (Poisson or
+    constant at its rate, seeded with config.seed + k) follow phase k-1's end, the same sender processes send
+    them all, and what one phase leaves in flight meets the next, as it would in production. `config` gives
+    everything but the rate, duration and warm-up, which each phase has of its own."""
+    if config.mode != OPEN_LOOP:
+        raise InputError("phases are open loop", "drop --concurrency")
+    if not phases:
+        raise InputError("no phases to run", "give at least one")
+    target = parse_target(config.url)
+    requests = build_requests(config, target)
+    if check_target:
+        preflight(target, requests[0])
+    starts = np.cumsum([0.0] + [p.duration_s for p in phases]).tolist()
+    offsets = np.concatenate([
+        begin + arrival_offsets(phase.rate, phase.duration_s, config.arrival, config.seed + k)
+        for k, (phase, begin) in enumerate(zip(phases, starts, strict=False))
+    ])  # fmt: skip
+    if offsets.size > MAX_SCHEDULED:
+        raise InputError(f"the phases schedule more than {MAX_SCHEDULED:,} requests", "shorten them")
+    plans, total = _plans(replace(config, duration_s=starts[-1], warmup_s=0.0), target, requests, offsets)
+    with _SenderPool(config.workers) as pool:
+        start = pool.start(plans)
+        record, interrupted_at = pool.collect(total, start, on_progress)
+    run = PhasedRun([], record, start, starts[:-1], interrupted_at)
+    for phase, begin in zip(phases, starts, strict=False):
+        result = run.window(begin + phase.warmup_s, begin + phase.duration_s, phase.rate)
+        result.config = asdict(config) | {
+            "url": target.url, "inputs": str(config.inputs or "built-in corpus"), "rate": phase.rate,
+            "duration_s": phase.duration_s, "warmup_s": phase.warmup_s, "phase": phase.name, "phase_start_s": begin,
+        }  # fmt: skip
+        result.sender_priority = ", ".join(sorted(set(pool.priorities)))
+        run.phases.append(result)
+    return run
+
+
+def _plans(
+    config: LoadConfig, target: Target, requests: list[bytes], offsets: np.ndarray | None = None
+) -> tuple[list[WorkerPlan], int]:
     """Per-worker plans with times relative to the start (fixed once every worker is ready), and the number
-    of scheduled requests (0 for closed loop, whose count is not known in advance)."""
+    of scheduled requests (0 for closed loop, whose count is not known in advance). Open loop sends at
+    `offsets` when given (a phased schedule), else at the config's rate."""
     w = config.workers
 
     def plan(inputs: np.ndarray, intended: np.ndarray | None, connections: int) -> WorkerPlan:
@@ -203,7 +287,8 @@ def _plans(config: LoadConfig, target: Target, requests: list[bytes]) -> tuple[l
         inputs = sequence(CLOSED_LOOP_INPUTS)
         n = config.concurrency or 1
         return [plan(inputs[k::w], None, n // w + (k < n % w)) for k in range(w)], 0
-    offsets = arrival_offsets(config.rate, config.duration_s, config.arrival, config.seed)  # type: ignore[arg-type]
+    if offsets is None:
+        offsets = arrival_offsets(config.rate, config.duration_s, config.arrival, config.seed)  # type: ignore[arg-type]
     inputs = sequence(offsets.size)
     # Round-robin: each process gets every w-th request, so all of them carry the same mix and rate.
     conns = math.ceil(config.connections / w)

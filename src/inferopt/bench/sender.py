@@ -9,6 +9,7 @@ Per request it records four timestamps (time.monotonic, shared by all processes 
 intended, dispatched (when this loop got to it: dispatched - intended is the generator's own lag),
 sent (bytes written, after any wait for a connection) and done; and a status: the HTTP code, or one of
 the negative codes below. A request never resolved stays at status 0 (not sent: the run was stopped).
+A 429 that carried Retry-After is noted too (the tag goes on a list: nothing is spent on other answers).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class WorkerRecord:
     status: np.ndarray
     connections_opened: int
     connect_failures: int
+    retry_after: np.ndarray | None = None  # bool per request: a 429 with Retry-After (None: no such answer)
+
+    def retry_after_mask(self) -> np.ndarray:
+        return np.zeros(self.status.shape, dtype=bool) if self.retry_after is None else self.retry_after
 
 
 class Sender:
@@ -73,6 +78,7 @@ class Sender:
         self.sent: list[float] = []
         self.done: list[float] = []
         self.status: list[int] = []
+        self.retry_after_tags: list[int] = []  # requests answered 429 with a Retry-After header
         self.inflight: deque[tuple[float, int, Http1Connection]] = deque()  # send order = deadline order
         self.idle: list[Http1Connection] = []
         self.conns: set[Http1Connection] = set()
@@ -138,6 +144,8 @@ class Sender:
     def on_response(self, conn: Http1Connection, status: int, done: float, keep_alive: bool) -> None:
         tag, conn.tag = conn.tag, -1
         if tag >= 0:
+            if status == 429 and conn.retry_after:
+                self.retry_after_tags.append(tag)
             self.resolve(tag, status, done)
         if keep_alive and not self.stopped:
             self.connection_free(conn)
@@ -205,6 +213,10 @@ class Sender:
             self.finished.set_result(None)
 
     def record(self) -> WorkerRecord:
+        retry_after = None
+        if self.retry_after_tags:
+            retry_after = np.zeros(len(self.status), dtype=bool)
+            retry_after[self.retry_after_tags] = True
         return WorkerRecord(
             intended=np.asarray(self.intended, dtype=np.float64),
             dispatched=np.asarray(self.dispatched, dtype=np.float64),
@@ -213,6 +225,7 @@ class Sender:
             status=np.asarray(self.status, dtype=np.int32),
             connections_opened=self.counts["opened"],
             connect_failures=self.counts["connect_failures"],
+            retry_after=retry_after,
         )
 
 

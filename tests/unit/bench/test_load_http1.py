@@ -74,3 +74,18 @@ def test_unusable_urls_are_input_errors(url: str) -> None:
 
 def test_a_malformed_response_is_a_server_error_not_a_crash() -> None:
     assert feed(b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n").responses == [(599, False)]
+
+
+def test_retry_after_is_noted_on_429s_only() -> None:
+    sink = Sink()
+    conn = Http1Connection(sink)
+    for head, noted in (
+        (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}", True),
+        (b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\n{}", False),
+        (b"HTTP/1.1 503 Unavailable\r\nretry-after: 1\r\nContent-Length: 2\r\n\r\n{}", False),
+        (b"HTTP/1.1 429 X\r\nX-Not-Retry-After: 1\r\nContent-Length: 0\r\n\r\n", False),
+    ):
+        conn.tag = 0
+        conn.data_received(head)
+        assert conn.retry_after is noted
+    assert [status for status, _ in sink.responses] == [429, 429, 503, 429]

@@ -85,3 +85,33 @@ def test_histogram_round_trips_and_honours_the_sample_rule() -> None:
     assert summary["p99"] == pytest.approx(np.percentile(values, 99) * 1000, rel=0.002)
     assert LatencyHistogram.decode(hist.encode()).summary() == summary
     assert LatencyHistogram.of(values[:600]).summary()["p99"] is None
+
+
+def test_429s_are_rejections_with_their_own_latency_and_retry_after_count() -> None:
+    rec = record(1000)
+    rec.status[::4] = 429
+    rec.done[::4] = rec.sent[::4] + 0.0005  # refused at once
+    rec.retry_after = np.zeros(1000, dtype=bool)
+    rec.retry_after[::8] = True  # half of the 429s said when to come back
+    rec.retry_after[1] = True  # a 200 with the flag is not a rejection
+    result = summarize(rec, mode=OPEN_LOOP, offered_rate=1000, window=(0.0, 1.0))
+    assert result.errors == {"429": 250} and result.ok == 750  # the existing fields keep their meaning
+    assert result.latency_ms["max"] == pytest.approx(2.0, rel=0.01)
+    refused = result.rejections
+    assert refused.count == 250 and refused.with_retry_after == 125
+    assert refused.latency_ms["n"] == 250 and refused.latency_ms["max"] == pytest.approx(0.5, rel=0.01)
+    assert refused.latency_ms["p99"] is None  # 250 < 660 samples
+    assert result.to_dict()["rejections"]["with_retry_after"] == 125
+
+
+def test_rejections_are_windowed_and_merge_across_senders() -> None:
+    a, b = record(1000), record(1000)
+    b.intended[:] += 0.0005
+    a.status[::2] = 429
+    a.retry_after = a.status == 429  # b answered no 429: its record has no mask
+    merged = merge_records([a, b])
+    assert merged.retry_after is not None and int(merged.retry_after.sum()) == 500
+    result = summarize(merged, mode=OPEN_LOOP, offered_rate=2000, window=(0.5, 1.0))
+    assert result.rejections.count == result.rejections.with_retry_after == 250
+    none = summarize(record(100), mode=OPEN_LOOP, offered_rate=1000, window=(0.0, 1.0)).rejections
+    assert none.count == 0 and none.latency_ms["p50"] is None
