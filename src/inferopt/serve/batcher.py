@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -137,7 +139,9 @@ class Batcher:
         on_traced: TraceObserver | None = None,
         on_outputs: OutputObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        nice: int = 0,
     ) -> None:
+        """`nice`: how many steps of CPU priority the worker threads run below the rest of the process."""
         if not backends:
             raise ValueError("Batcher needs at least one backend")
         self.backends = list(backends)
@@ -147,6 +151,7 @@ class Batcher:
         self.on_wait = on_wait
         self.on_traced = on_traced
         self.on_outputs = on_outputs
+        self.nice = nice
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: list[QueuedItem] = []
@@ -154,6 +159,7 @@ class Batcher:
         self._high = 0  # high-lane items in the queue
         self._service = _Window()  # finished batches: (finished at, items, runtime seconds)
         self._busy = 0
+        self._running: dict[int, float] = {}  # worker thread -> when its current batch started
         self._closed = False
         self._completions = _Window()  # batches taken from the queue: (taken at, items)
         self._threads: list[threading.Thread] = []
@@ -234,6 +240,7 @@ class Batcher:
     # -- workers' side -------------------------------------------------------------------------------
 
     def _worker(self, backend: Backend) -> None:
+        lower_priority(self.nice)
         while True:
             batch = self._next_batch()
             if batch is None:
@@ -248,6 +255,7 @@ class Batcher:
             finally:
                 with self._cond:
                     self._busy -= 1
+                    self._running.pop(threading.get_ident(), None)
                     now = self._clock()
                     self._completions.add(now, len(batch))
                     self._drain_rate_locked(now)  # prunes the old completions: a server never refused keeps none
@@ -282,6 +290,7 @@ class Batcher:
                 batch = pick_batch(lane, self.policy)
                 self._remove_locked(batch)
                 self._busy += 1
+                self._running[threading.get_ident()] = now
                 return batch, []
             soonest_deadline = min(item.deadline for item in self._queue) - now
             self._cond.wait(min(wait, soonest_deadline))
@@ -405,15 +414,23 @@ class Batcher:
         return window.items / window.seconds * len(self.backends)
 
     def _expected_wait_locked(self, now: float, lane: str, items: int) -> float:
-        """The queue ahead of `items` new ones of `lane` (all of it for low; the high lane's for high), plus
-        the batches already running, over the service rate; 0 when there is no rate to go by yet."""
+        """Until a worker is free (when all are busy: the soonest a running batch should end, at the mean
+        batch time), then the queue ahead of `items` new ones of `lane` (all of it for low; the high lane's
+        for high) and themselves, over the service rate; 0 when there is no rate to go by yet. Under overload
+        batches are full and long, so the running one is a large part of a new item's wait."""
         ahead = self._high if lane == HIGH else len(self._queue)
         if ahead == 0 and self._busy < len(self.backends):
             return 0.0  # a free worker takes it at once
         capacity = self._capacity_locked(now)
         if capacity <= 0:
             return 0.0
-        return (ahead + items) / capacity
+        return self._until_a_worker_is_free_locked(now) + (ahead + items) / capacity
+
+    def _until_a_worker_is_free_locked(self, now: float) -> float:
+        if self._busy < len(self.backends) or not self._running or not self._service.entries:
+            return 0.0
+        mean_batch_s = self._service.seconds / len(self._service.entries)
+        return max(0.0, mean_batch_s - (now - min(self._running.values())))  # the earliest started ends first
 
     def _retry_after_locked(self, now: float) -> int:
         """Seconds until the queue has drained at the current rate: what a 429's Retry-After says."""
@@ -421,6 +438,20 @@ class Batcher:
         if rate <= 0:
             return 1
         return int(min(60, max(1, math.ceil(len(self._queue) / rate))))
+
+
+def lower_priority(nice: int) -> None:
+    """Run the calling thread `nice` steps of CPU priority below where it is. On Linux niceness is per thread,
+    so the runtime workers can yield to the event loop when the cores are short: the loop admits, refuses and
+    answers, and a refusal must not wait behind inference. Elsewhere setpriority would move the whole process,
+    so it is left alone."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
+    except OSError as exc:  # a sandbox may refuse it; the workers then run at the loop's priority
+        log.warning("could not lower the runtime workers' CPU priority (%s)", exc)
 
 
 class _Window:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 _D = ServeConfig()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+KEEP_ALIVE_S = 75
 
 
 def _opt(help_text: str, field: str) -> typer.models.OptionInfo:
@@ -112,6 +113,10 @@ def serve_command(
             "otlp_endpoint",
         ),
     ] = None,
+    runtime_nice: Annotated[
+        int,
+        _opt("CPU priority steps the runtime workers run below the event loop (Linux; 0: the same)", "runtime_nice"),
+    ] = _D.runtime_nice,
     drift_window: Annotated[int, _opt("Items in the live drift window (the latest)", "drift_window")] = (
         _D.drift_window
     ),
@@ -160,6 +165,7 @@ def serve_command(
         jobs_max_request_bytes=jobs_max_request_bytes,
         jobs_chunk_items=jobs_chunk_items,
         otlp_endpoint=otlp_endpoint,
+        runtime_nice=runtime_nice,
         drift_window=drift_window,
         drift_min_items=drift_min_items,
         drift_max_age_s=drift_max_age_s,
@@ -237,6 +243,9 @@ def run_server(app: FastAPI, config: ServeConfig, *, sock: socket.socket | None 
         log_config=None,
         # Not rounded to an int as uvicorn's hint says: it reaches asyncio.wait_for, which takes fractions.
         timeout_graceful_shutdown=config.drain_timeout_s,  # type: ignore[arg-type]
+        # Longer than the idle timeout of the pools and balancers in front (60 s is common): a server that
+        # closes an idle connection first races the client reusing it, and that request is lost.
+        timeout_keep_alive=KEEP_ALIVE_S,
         server_header=False,
     )
     server = DrainingServer(uv_config)

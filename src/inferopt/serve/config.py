@@ -61,6 +61,7 @@ class ServeConfig:
     jobs_max_request_bytes: int = JOBS_MAX_REQUEST_BYTES
     jobs_chunk_items: int = 64  # instances per service call: progress moves, and a job never fills the queue
     otlp_endpoint: str | None = None  # http(s)://collector:4318: OpenTelemetry spans go to its /v1/traces
+    runtime_nice: int = 10  # CPU priority steps the runtime workers run below the event loop (Linux)
     drift_window: int = 1000  # items in the live drift window (the latest ones)
     drift_min_items: int = 100  # items the window needs before drift figures are reported
     drift_max_age_s: float = 3600.0  # items older than this leave the window, however few are left
@@ -84,6 +85,8 @@ class ServeConfig:
                 raise InputError(f"{_flag(name)} {value} must be at least 1", f"set {_flag(name)} or {env_var(name)}")
         if self.port > 65535:
             raise InputError(f"--port {self.port} is not a TCP port", "give a port from 0 to 65535")
+        if not 0 <= self.runtime_nice <= 19:
+            raise InputError(f"--runtime-nice {self.runtime_nice} is not a niceness step", "give 0 to 19")
         for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s", "feature_max_stale_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")

@@ -4,6 +4,8 @@ alone, results keep their order, the token budget and the queue bound hold, expi
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from inferopt.serve.batcher import (
     DeadlineExceeded,
     QueueFull,
     WaitTooLong,
+    lower_priority,
 )
 from inferopt.tasks.base import Item, Task
 from inferopt.tasks.text_embedding.tokenizer import pad_batch
@@ -360,3 +363,27 @@ def test_the_rate_windows_keep_only_the_last_seconds_even_when_nothing_asks() ->
         assert len(batcher._service.entries) <= 6 and len(batcher._completions.entries) <= 7  # the last 5 s, not all 30
     finally:
         batcher.close(timeout=5)
+
+
+def test_when_every_worker_is_busy_the_wait_counts_the_rest_of_the_running_batch() -> None:
+    now = [1000.0]
+    batcher = Batcher([FakeBackend(DIM)], BatchPolicy(), CODEC, clock=lambda: now[0])
+    batcher._service.add(now[0] - 1.0, 10, 0.1)  # batches of 10 items in 0.1 s: 100 items per busy second
+    batcher._service.add(now[0] - 0.5, 10, 0.1)
+    batcher._busy, batcher._running = 1, {1: now[0] - 0.03}  # its batch started 30 ms ago: ~70 ms to go
+    assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.07 + 0.01)
+    now[0] += 0.2  # running past the mean: it may end any moment
+    assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.01)
+
+
+def test_runtime_workers_run_below_the_event_loop_when_asked() -> None:
+    seen: list[int] = []
+
+    def worker() -> None:
+        lower_priority(3)
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + 3]  # that thread only: this one is where it was

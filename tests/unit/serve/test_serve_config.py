@@ -28,6 +28,8 @@ from inferopt.serve.testing import bundled_text_task
         ({"cache": "redis://127.0.0.1:6379/zero"}, "the database 'zero' is not a number"),
         ({"jobs": "memory"}, "--jobs 'memory' is not understood"),
         ({"jobs_concurrency": 0}, "--jobs-concurrency 0 must be at least 1"),
+        ({"runtime_nice": 20}, "--runtime-nice 20 is not a niceness step"),
+        ({"runtime_nice": -1}, "--runtime-nice -1 is not a niceness step"),
         (
             {"jobs": "redis://127.0.0.1:6379/14", "jobs_chunk_items": 64, "max_queue": 32},
             "--jobs-chunk-items 64 exceeds",
