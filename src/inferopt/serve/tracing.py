@@ -176,6 +176,8 @@ class Tracing:
     def record_stages(self, request: RequestSpan, marks: StageMarks, results: Sequence[Computed]) -> None:
         """The request's stage spans, each from its measured start to its end: parse, features (when read),
         cache, preprocess / queue / inference (when the model ran an item), postprocess, encode."""
+        if not request.span.is_recording():
+            return  # sampled out (OTEL_TRACES_SAMPLER): its stages would be dropped anyway
         perf, mono = request.anchor.perf_ns, request.anchor.mono_ns
         stage = self._stage_under(request.span)
         stage("parse", perf(marks.started), perf(marks.decoded))
@@ -223,7 +225,9 @@ class Tracing:
         root = Context()
 
         def observe(items: Sequence[QueuedItem], started: float, done: float) -> None:
-            links = [trace.Link(item.trace) for item in items if item.trace is not None]
+            links = [
+                trace.Link(item.trace) for item in items if item.trace is not None and item.trace.trace_flags.sampled
+            ]
             if not links:
                 return
             anchor = Anchor.now()

@@ -135,3 +135,16 @@ def test_tracing_is_on_only_when_an_endpoint_is_named(monkeypatch: pytest.Monkey
 def test_an_otlp_endpoint_that_is_not_an_http_url_is_refused(endpoint: str) -> None:
     with pytest.raises(InputError, match="--otlp-endpoint"):
         ServeConfig(otlp_endpoint=endpoint)
+
+
+@pytest.mark.anyio
+async def test_a_sampled_out_request_makes_no_spans_and_says_so_in_its_traceparent(
+    serve, task: TextEmbeddingTask, exported: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")  # the SDK's own variable, read by the provider
+    tracing = Tracing.to_exporter(exported, ServeMetrics())
+    async with serve(fake_model(task=task), tracing=tracing, cache="off") as served:
+        response = await served.client.post("/v1/embeddings", json={"input": "not sampled"})
+    flags = int(response.headers["traceparent"].rsplit("-", 1)[1], 16)
+    assert response.status_code == 200 and not flags & 1  # the sampled bit is off
+    assert exported.get_finished_spans() == ()  # neither its stages nor a batch span linking to it
