@@ -61,6 +61,8 @@ bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.m
 	$(PY) benchmarks/digits.py --json build/bench/digits.json
 	$(PY) benchmarks/recsys.py --json build/bench/recsys.json
 	$(PY) benchmarks/risk.py --json build/bench/risk.json
+	$(PY) benchmarks/overload.py build/bench/optimized/artifact --json build/bench/overload.json
+	$(PY) benchmarks/tracing_cost.py build/bench/optimized/artifact --json build/bench/tracing_cost.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

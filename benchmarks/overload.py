@@ -36,7 +36,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -53,10 +52,13 @@ from inferopt.bench.loadgen import LoadConfig, Phase, PhasedRun, run_phases
 from inferopt.bench.peak import PeakResult, PeakSearch, PeakStep, find_peak
 from inferopt.bench.sender import CONNECTION_ERROR, ERROR_NAMES, TIMEOUT
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import benchmarks.serve as serve_benchmark  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # inherited by the servers
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
 STSB_DEV = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-dev.csv"
 BEFORE_S, BEFORE_WARMUP_S, RECOVERY_PHASE_S = 8.0, 2.0, 10.0
 TIMELINE_FROM_S = -3  # the per-second timeline, in seconds from the recovery's start
@@ -122,40 +124,17 @@ def _own_cpu_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-class Server:
-    """`inferopt serve` in its own process group, its log in the work dir; stopped with SIGTERM (graceful)."""
+class Server(serve_benchmark.Server):
+    """`inferopt serve` as benchmarks/serve.py runs it, noting the server code it started with."""
 
     def __init__(self, name: str, command: list[str], port: int, logs: Path) -> None:
-        self.name, self.command, self.port = name, command, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = logs / f"{name}-{port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(name, command, port, "/health/ready", logs)
         self.code = ""
 
     def __enter__(self) -> Server:
         self.code = code_state()
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(self.command, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                sys.exit(f"error: {self.name} exited; see {self.log}:\n{self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/health/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.25)
-        sys.exit(f"error: {self.name} not ready after 300 s; see {self.log}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().__enter__()
+        return self
 
 
 def server(args: argparse.Namespace, name: str, port: int, max_queue_ms: float | None, logs: Path) -> Server:
