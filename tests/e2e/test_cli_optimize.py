@@ -31,7 +31,7 @@ def test_quick_optimize_then_inspect_then_tamper(tmp_path: Path) -> None:
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["task"]["name"] == "text-embedding" and manifest["model_name"] == "all-MiniLM-L6-v2"
     assert manifest["schema_version"] == 2 and manifest["task"]["assets"] == ["tokenizer.json"]
-    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json"}
+    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "drift_reference.json"}
     measures = manifest["accuracy"]["measures"]
     assert manifest["accuracy"]["budget"] == {"mean_cosine": 0.995, "min_cosine": 0.98}  # the default budget
     assert measures["mean_cosine"] >= 0.995 and measures["min_cosine"] >= 0.98

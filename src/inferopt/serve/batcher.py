@@ -333,6 +333,8 @@ class Batcher:
             return
         done = self._clock()
         self._served(done, len(live), done - started)
+        if self.on_outputs is not None:  # before the results: a response's items are in the drift window
+            self._observe_outputs([item.item for item in live], batched)
         for item, result in zip(live, outputs, strict=True):
             item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
         self._observe(len(live), len(live) * max(item.cost for item in live), done - started)
@@ -340,8 +342,6 @@ class Batcher:
             self._observe_waits(live[0].lane, [started - item.enqueued for item in live])
         if self.on_traced is not None:
             self._observe_traced(live, started, done)
-        if self.on_outputs is not None:
-            self._observe_outputs([item.item for item in live], batched)
 
     def _run_alone(self, backend: Backend, item: QueuedItem, started: float) -> None:
         try:
@@ -350,14 +350,14 @@ class Batcher:
             item.future.set_exception(exc)
             return
         done = self._clock()
+        if self.on_outputs is not None:
+            self._observe_outputs([item.item], batched)
         item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
         self._observe(1, item.cost, done - started)
         if self.on_wait is not None:
             self._observe_waits(item.lane, [started - item.enqueued])
         if self.on_traced is not None:
             self._observe_traced([item], started, done)
-        if self.on_outputs is not None:
-            self._observe_outputs([item.item], batched)
 
     def _infer(self, backend: Backend, queued: list[QueuedItem]) -> tuple[Arrays, list[Arrays]]:
         """The batch's outputs, and each item's."""
