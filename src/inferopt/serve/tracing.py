@@ -225,9 +225,8 @@ class Tracing:
         root = Context()
 
         def observe(items: Sequence[QueuedItem], started: float, done: float) -> None:
-            links = [
-                trace.Link(item.trace) for item in items if item.trace is not None and item.trace.trace_flags.sampled
-            ]
+            contexts: list[Any] = [item.trace for item in items if item.trace is not None]
+            links = [trace.Link(context) for context in contexts if context.trace_flags.sampled]
             if not links:
                 return
             anchor = Anchor.now()
