@@ -158,8 +158,7 @@ class Batcher:
         self._queued_cost = 0
         self._high = 0  # high-lane items in the queue
         self._service = _Window()  # finished batches: (finished at, items, runtime seconds)
-        self._busy = 0
-        self._running: dict[int, float] = {}  # worker thread -> when its current batch started
+        self._running: dict[int, float] = {}  # busy worker thread -> when its current batch started
         self._closed = False
         self._completions = _Window()  # batches taken from the queue: (taken at, items)
         self._threads: list[threading.Thread] = []
@@ -254,7 +253,6 @@ class Batcher:
                         item.future.set_exception(RuntimeError("batch worker error"))
             finally:
                 with self._cond:
-                    self._busy -= 1
                     self._running.pop(threading.get_ident(), None)
                     now = self._clock()
                     self._completions.add(now, len(batch))
@@ -289,7 +287,6 @@ class Batcher:
             if wait <= 0:
                 batch = pick_batch(lane, self.policy)
                 self._remove_locked(batch)
-                self._busy += 1
                 self._running[threading.get_ident()] = now
                 return batch, []
             soonest_deadline = min(item.deadline for item in self._queue) - now
@@ -303,7 +300,7 @@ class Batcher:
 
     def _wait_s(self, now: float, lane: list[QueuedItem]) -> float:
         """How long a free worker should still wait before taking a batch (<= 0: take it now)."""
-        if self._busy == 0 or self._closed:
+        if not self._running or self._closed:
             return 0.0
         if len(self._queue) >= self.policy.max_batch or self._queued_cost >= self.policy.max_tokens:
             return 0.0
@@ -333,31 +330,27 @@ class Batcher:
             return
         done = self._clock()
         self._served(done, len(live), done - started)
-        if self.on_outputs is not None:  # before the results: a response's items are in the drift window
-            self._observe_outputs([item.item for item in live], batched)
-        for item, result in zip(live, outputs, strict=True):
-            item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
-        self._observe(len(live), len(live) * max(item.cost for item in live), done - started)
-        if self.on_wait is not None:
-            self._observe_waits(live[0].lane, [started - item.enqueued for item in live])
-        if self.on_traced is not None:
-            self._observe_traced(live, started, done)
+        self._finished(live, batched, outputs, started, done)
 
     def _run_alone(self, backend: Backend, item: QueuedItem, started: float) -> None:
         try:
-            batched, (result,) = self._infer(backend, [item])
+            batched, outputs = self._infer(backend, [item])
         except Exception as exc:
             item.future.set_exception(exc)
             return
-        done = self._clock()
-        if self.on_outputs is not None:
-            self._observe_outputs([item.item], batched)
-        item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
-        self._observe(1, item.cost, done - started)
-        if self.on_wait is not None:
-            self._observe_waits(item.lane, [started - item.enqueued])
-        if self.on_traced is not None:
-            self._observe_traced([item], started, done)
+        self._finished([item], batched, outputs, started, self._clock())
+
+    def _finished(
+        self, live: list[QueuedItem], batched: Arrays, outputs: list[Arrays], started: float, done: float
+    ) -> None:
+        """Hand the results back and tell the observers. The drift window hears first: a response's items are
+        in it by the time the response is sent."""
+        _notify(self.on_outputs, "output", [item.item for item in live], batched)
+        for item, result in zip(live, outputs, strict=True):
+            item.future.set_result(ItemResult(result, started - item.enqueued, done - started))
+        _notify(self.on_batch, "batch", len(live), len(live) * max(item.cost for item in live), done - started)
+        _notify(self.on_wait, "wait", live[0].lane, [started - item.enqueued for item in live])
+        _notify(self.on_traced, "trace", live, started, done)
 
     def _infer(self, backend: Backend, queued: list[QueuedItem]) -> tuple[Arrays, list[Arrays]]:
         """The batch's outputs, and each item's."""
@@ -372,31 +365,6 @@ class Batcher:
         with self._cond:
             self._service.add(done, items, seconds)
             self._service.prune(done)  # here too: an idle queue never asks
-
-    def _observe_outputs(self, items: list[Item], outputs: Arrays) -> None:
-        try:
-            self.on_outputs(items, outputs)  # type: ignore[misc]
-        except Exception:  # drift must never fail a batch
-            log.exception("output observer failed")
-
-    def _observe_traced(self, items: list[QueuedItem], started: float, done: float) -> None:
-        try:
-            self.on_traced(items, started, done)  # type: ignore[misc]
-        except Exception:  # tracing must never fail a batch
-            log.exception("trace observer failed")
-
-    def _observe_waits(self, lane: str, waits: list[float]) -> None:
-        try:
-            self.on_wait(lane, waits)  # type: ignore[misc]
-        except Exception:  # metrics must never fail a batch
-            log.exception("wait observer failed")
-
-    def _observe(self, items: int, padded_tokens: int, seconds: float) -> None:
-        if self.on_batch is not None:
-            try:
-                self.on_batch(items, padded_tokens, seconds)
-            except Exception:  # metrics must never fail a batch
-                log.exception("batch observer failed")
 
     def _drain_rate_locked(self, now: float) -> float:
         window = self._completions
@@ -419,7 +387,7 @@ class Batcher:
         for high) and themselves, over the service rate; 0 when there is no rate to go by yet. Under overload
         batches are full and long, so the running one is a large part of a new item's wait."""
         ahead = self._high if lane == HIGH else len(self._queue)
-        if ahead == 0 and self._busy < len(self.backends):
+        if ahead == 0 and len(self._running) < len(self.backends):
             return 0.0  # a free worker takes it at once
         capacity = self._capacity_locked(now)
         if capacity <= 0:
@@ -427,7 +395,7 @@ class Batcher:
         return self._until_a_worker_is_free_locked(now) + (ahead + items) / capacity
 
     def _until_a_worker_is_free_locked(self, now: float) -> float:
-        if self._busy < len(self.backends) or not self._running or not self._service.entries:
+        if len(self._running) < len(self.backends) or not self._service.entries:
             return 0.0
         mean_batch_s = self._service.seconds / len(self._service.entries)
         return max(0.0, mean_batch_s - (now - min(self._running.values())))  # the earliest started ends first
@@ -438,6 +406,16 @@ class Batcher:
         if rate <= 0:
             return 1
         return int(min(60, max(1, math.ceil(len(self._queue) / rate))))
+
+
+def _notify(observer: Callable[..., None] | None, what: str, *args: object) -> None:
+    """Call an observer (metrics, drift, tracing), which must never fail a batch."""
+    if observer is None:
+        return
+    try:
+        observer(*args)
+    except Exception:
+        log.exception("%s observer failed", what)
 
 
 def lower_priority(nice: int) -> None:

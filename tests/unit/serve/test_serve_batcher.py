@@ -295,7 +295,7 @@ def test_a_request_predicted_to_wait_past_its_deadline_is_refused_at_once() -> N
     policy = BatchPolicy(max_queue=10_000)
     batcher = Batcher([FakeBackend(DIM)], policy, CODEC, clock=lambda: now[0])  # no workers: nothing drains
     _measured(batcher, now[0], 1000.0)  # one worker, 1,000 items per busy second
-    batcher._busy = 1  # that worker is running a batch
+    batcher._running = {1: now[0] - 60.0}  # that worker is running a batch (long past the mean batch time)
     batcher.submit([ids(4, seed=s) for s in range(400)], now[0] + 10.0)  # 0.4 s of work ahead
     assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.401)
     (ok,) = batcher.submit([ids(4)], now[0] + 0.5)  # 0.401 s predicted, 0.5 s left: admitted
@@ -318,7 +318,7 @@ def test_an_idle_server_with_little_traffic_predicts_no_wait() -> None:
     _measured(batcher, now[0], 10.0)  # a slow model that has seen little traffic: 10 items per busy second
     assert batcher.expected_wait(HIGH, 1) == 0.0  # the queue is empty and the worker free: it starts at once
     batcher.submit([ids(4)], now[0] + 0.01)  # a 10 ms deadline is still admitted
-    batcher._busy = 1
+    batcher._running = {1: now[0] - 60.0}
     assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.2)  # now one item ahead, and the worker busy
 
 
@@ -326,7 +326,7 @@ def test_a_high_request_counts_only_the_high_lane_ahead_of_it() -> None:
     now = [1000.0]
     batcher = Batcher([FakeBackend(DIM)], BatchPolicy(max_queue=10_000), CODEC, clock=lambda: now[0])
     _measured(batcher, now[0], 1000.0)
-    batcher._busy = 1
+    batcher._running = {1: now[0] - 60.0}
     batcher.submit([ids(4, seed=s) for s in range(900)], lane=LOW)  # a bulk job's backlog
     batcher.submit([ids(4, seed=s) for s in range(50)], lane=HIGH)
     assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.051)
@@ -370,7 +370,7 @@ def test_when_every_worker_is_busy_the_wait_counts_the_rest_of_the_running_batch
     batcher = Batcher([FakeBackend(DIM)], BatchPolicy(), CODEC, clock=lambda: now[0])
     batcher._service.add(now[0] - 1.0, 10, 0.1)  # batches of 10 items in 0.1 s: 100 items per busy second
     batcher._service.add(now[0] - 0.5, 10, 0.1)
-    batcher._busy, batcher._running = 1, {1: now[0] - 0.03}  # its batch started 30 ms ago: ~70 ms to go
+    batcher._running = {1: now[0] - 0.03}  # its batch started 30 ms ago: ~70 ms to go
     assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.07 + 0.01)
     now[0] += 0.2  # running past the mean: it may end any moment
     assert batcher.expected_wait(HIGH, 1) == pytest.approx(0.01)
