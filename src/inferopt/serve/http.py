@@ -78,8 +78,8 @@ async def serve_inference(
             log.error("request %s failed", request_id, exc_info=exc)
         state.metrics.rejected.labels(error.reason).inc()
         span = request.scope.get(SPAN)
-        if span is not None and state.tracing is not None:
-            state.tracing.record_error(span, error.reason, str(error))
+        if span is not None:
+            span.error(error.reason, str(error))
         return error_response(error, plain=plain)
     lookup, preprocess, queue, inference, cached = _item_times(results)
     features = results[0].features_s  # one read for the whole request, in parallel over its entities
@@ -96,9 +96,8 @@ async def serve_inference(
         timings["features"] = features
     ready.service.metrics.observe_stages(timings)
     span = request.scope.get(SPAN)
-    if span is not None and state.tracing is not None:
-        marks = StageMarks(started, decoded, post_started, rendered.postprocess_s, finished)
-        state.tracing.record_stages(span, marks, results)
+    if span is not None:
+        span.stages(StageMarks(started, decoded, post_started, rendered.postprocess_s, finished), results)
     request.scope[LOG_FIELDS] = {
         "items": len(results),
         "cached": cached,

@@ -95,9 +95,9 @@ class RequestContext:
         finally:
             if self.access_log is not None:
                 self._log(self.access_log, scope, request_id, trace, status, time.perf_counter() - started)
-            if span is not None and self.tracing is not None:
+            if span is not None:
                 REQUEST_SPAN.reset(token)  # type: ignore[arg-type]
-                self.tracing.end_request(span, _route(scope), scope.get("method", ""), status)
+                span.end(_route(scope), scope.get("method", ""), status)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         self.metrics.observe_request(_route(scope), status, seconds)

@@ -82,10 +82,21 @@ class Anchor:
 
 @dataclass(frozen=True, slots=True)
 class RequestSpan:
-    """A request's open span, what the middleware put in the scope for the handler."""
+    """A request's open span, what the middleware put in the scope for the handler, with the tracing it
+    belongs to: whoever holds one can finish it."""
 
     span: Span
     anchor: Anchor
+    tracing: Tracing
+
+    def stages(self, marks: StageMarks, results: Sequence[Computed]) -> None:
+        self.tracing.record_stages(self, marks, results)
+
+    def error(self, reason: str, message: str) -> None:
+        self.tracing.record_error(self, reason, message)
+
+    def end(self, route: str, method: str, status: int) -> None:
+        self.tracing.end_request(self, route, method, status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +172,7 @@ class Tracing:
         context = TraceContext(
             f"{ids.trace_id:032x}", f"{ids.span_id:016x}", caller.parent_id, f"{int(ids.trace_flags):02x}"
         )
-        return RequestSpan(span, anchor), context
+        return RequestSpan(span, anchor, self), context
 
     def end_request(self, request: RequestSpan, route: str, method: str, status: int) -> None:
         span = request.span
