@@ -175,11 +175,10 @@ class ImageClassificationTask(Task):
         """Image statistics (the mean and spread of the model's input pixels: exposure and contrast) and the
         confidence of the top class."""
         logits = outputs[OUTPUT_NAME].astype(np.float64).reshape(len(items), -1)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return {
             "input.brightness": np.array([float(item.data.mean()) for item in items]),
             "input.contrast": np.array([float(item.data.std()) for item in items]),
-            "output.top1_probability": shifted.max(axis=1) / shifted.sum(axis=1),
+            "output.top1_probability": softmax(logits).max(axis=1),
         }
 
     def postprocess(self, outputs: Arrays, item: Item) -> Any:
@@ -187,8 +186,7 @@ class ImageClassificationTask(Task):
         logits = outputs[OUTPUT_NAME].astype(np.float64)
         k = item.options if isinstance(item.options, int) else DEFAULT_TOP_K
         best = np.argsort(-logits, kind="stable")[:k]
-        scores = np.exp(logits - logits.max())
-        scores /= scores.sum()
+        scores = softmax(logits)
         return {
             "top_k": [
                 {
@@ -334,3 +332,9 @@ def _num_classes(module: Any, preprocessing: ImagePreprocessing, ref: str) -> in
         shape = list(out.shape) if hasattr(out, "shape") else type(out).__name__
         raise InputError(f"MODEL {ref}: an image classifier returns [batch, classes] logits, this one {shape}", "")
     return int(out.shape[1])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities along the last axis (shifted by the row's max, so exp never overflows)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
