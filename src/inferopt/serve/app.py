@@ -10,11 +10,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 import inferopt
+from inferopt.errors import InferoptError
 from inferopt.serve.access_log import AccessLog
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import ModelNotFound, ServeError
@@ -24,6 +26,9 @@ from inferopt.serve.middleware import Receive, RequestContext, Scope, Send
 from inferopt.serve.protocols import jobs, kserve_v1, oip_v2, openai_embeddings
 from inferopt.serve.state import ModelSource, ServerState
 from inferopt.serve.tracing import Tracing
+
+if TYPE_CHECKING:
+    from inferopt.serve.protocols.oip_v2_grpc import GrpcListener
 
 log = logging.getLogger("inferopt.serve")
 router = APIRouter()
@@ -48,14 +53,26 @@ def create_app(
     tracing = tracing or Tracing.from_config(config.otlp_endpoint, metrics)
     state = ServerState(config, source, metrics, on_fatal, tracing)
 
+    grpc = grpc_listener(config, state, requests_log, tracing)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Loading runs in the background: the server listens (live, not ready) while the model warms up.
-        loading = asyncio.get_running_loop().create_task(state.start())
+        loading = None
+        try:
+            if grpc is not None:
+                await grpc.start()
+            loading = asyncio.get_running_loop().create_task(state.start())
+        except OSError as exc:  # the gRPC address is taken: fail the server as a load failure does, in one line
+            state.fail(str(exc))
         try:
             yield
         finally:
-            loading.cancel()
+            if loading is not None:
+                loading.cancel()
+            state.begin_drain()
+            if grpc is not None:
+                await grpc.stop(config.drain_timeout_s)
             await state.stop()
 
     app = InferoptApp(
@@ -69,6 +86,7 @@ def create_app(
         ),
     )
     app.state.inferopt = state
+    app.state.grpc = grpc
     # Jobs take the full stack, not HotRoutes: a submission is rare and heavy, its overhead does not matter.
     for routes in (router, openai_embeddings.router, kserve_v1.router, oip_v2.router, jobs.router):
         app.include_router(routes)
@@ -76,6 +94,19 @@ def create_app(
     app.hot_routes = HotRoutes.of(openai_embeddings.router, kserve_v1.router, oip_v2.router)
     app.hot_path = RequestContext(_hot_asgi, metrics, requests_log, tracing)
     return app
+
+
+def grpc_listener(
+    config: ServeConfig, state: ServerState, access_log: AccessLog | None, tracing: Tracing | None
+) -> GrpcListener | None:
+    """The gRPC face, when --grpc-port or --grpc-uds asks for it (grpcio is imported only then)."""
+    if config.grpc_port is None and config.grpc_uds is None:
+        return None
+    try:
+        from inferopt.serve.protocols.oip_v2_grpc import GrpcListener
+    except ImportError as exc:
+        raise InferoptError(f"--grpc-port / --grpc-uds need grpcio ({exc})", "pip install 'inferopt[grpc]'") from None
+    return GrpcListener(config, state, access_log, tracing)
 
 
 HotHandler = Callable[..., Awaitable[Response]]
@@ -130,7 +161,10 @@ class InferoptApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            hot = self.hot_routes.match(scope["path"])
+            path, root = scope["path"], scope.get("root_path")
+            if root and path.startswith(root):  # mounted under a prefix (Ray Serve's --route-prefix, a proxy's)
+                path = path[len(root) :]
+            hot = self.hot_routes.match(path)
             if hot is not None:
                 route, handler, params = hot
                 scope["app"] = self  # what Starlette's routing would have set: the handler reads app.state

@@ -21,6 +21,8 @@ from inferopt.serve.config import ServeConfig, env_var
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from inferopt.serve.access_log import AccessLog
+
 _D = ServeConfig()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 KEEP_ALIVE_S = 75
@@ -35,6 +37,12 @@ def serve_command(
     host: Annotated[str, _opt("Interface to listen on", "host")] = _D.host,
     port: Annotated[int, _opt("TCP port (0: any free one)", "port")] = _D.port,
     uds: Annotated[Path | None, _opt("Listen on this Unix socket instead of host:port", "uds")] = None,
+    grpc_port: Annotated[
+        int | None, _opt("Also serve Open Inference Protocol v2 over gRPC on host:PORT (0: any free one)", "grpc_port")
+    ] = None,
+    grpc_uds: Annotated[
+        Path | None, _opt("Also serve it over gRPC on this Unix socket (unix:PATH)", "grpc_uds")
+    ] = None,
     max_batch: Annotated[
         int | None, _opt("Most items per runtime batch (default: the artifact's)", "max_batch")
     ] = None,
@@ -129,12 +137,15 @@ def serve_command(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve an artifact over HTTP with micro-batching, caching and metrics: OpenAI-compatible /v1/embeddings
-    (text encoders), KServe v1 :predict and Open Inference Protocol v2 /v2/models/{name}/infer (every task)."""
+    (text encoders), KServe v1 :predict and Open Inference Protocol v2 /v2/models/{name}/infer (every task), and
+    the Open Inference Protocol v2 over gRPC with --grpc-port / --grpc-uds."""
     config = ServeConfig(
         artifact=artifact,
         host=host,
         port=port,
         uds=uds,
+        grpc_port=grpc_port,
+        grpc_uds=grpc_uds,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_batch_tokens=max_batch_tokens,
@@ -175,20 +186,30 @@ def serve_command(
 
 def serve(config: ServeConfig, *, log_level: str = "info") -> None:
     """Check the artifact (hashes) up front, so a bad one is a one-line error; then load it behind uvicorn."""
+    configure_logging(log_level)
+    # The tokenizer must not spawn its own thread pool: the cores belong to the runtime sessions.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app = build_app(config)
+    run_server(app, config)
+    state = app.state.inferopt
+    if state.phase == "failed":
+        raise InferoptError(f"The server stopped: {state.detail}", "check the artifact with inferopt inspect")
+
+
+def build_app(config: ServeConfig, *, access_log: AccessLog | None = None) -> FastAPI:
+    """The app `inferopt serve` runs, for any ASGI server (uvicorn here, a Ray Serve replica in deploy/ray.py):
+    the artifact checked (hashes) and its task resolved now, so a bad one is a one-line error; the model itself
+    loads when the app starts."""
     from functools import partial
 
     from inferopt.artifact import load_artifact
     from inferopt.serve.app import create_app
     from inferopt.serve.model import ServingModel
+    from inferopt.tasks.registry import for_artifact
 
     if config.artifact is None:
         raise InferoptError("No artifact given", "pass the folder inferopt optimize wrote")
-    configure_logging(log_level)
-    # The tokenizer must not spawn its own thread pool: the cores belong to the runtime sessions.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     artifact = load_artifact(config.artifact)
-    from inferopt.tasks.registry import for_artifact
-
     task = for_artifact(artifact.manifest, artifact.path)  # a task this inferopt cannot serve: a one-line error now
     _check_features(config, task)
     load = partial(
@@ -198,11 +219,7 @@ def serve(config: ServeConfig, *, log_level: str = "info") -> None:
         aliases=config.served_model_names,
         min_warm=config.min_warm,
     )
-    app = create_app(config, load)
-    run_server(app, config)
-    state = app.state.inferopt
-    if state.phase == "failed":
-        raise InferoptError(f"The server stopped: {state.detail}", "check the artifact with inferopt inspect")
+    return create_app(config, load, access_log=access_log)
 
 
 def _check_features(config: ServeConfig, task: Any) -> None:

@@ -31,6 +31,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     uds: Path | None = None
+    grpc_port: int | None = None  # Open Inference Protocol v2 over gRPC on host:PORT (0: any free one); None: off
+    grpc_uds: Path | None = None  # ... and/or on this Unix socket (unix:PATH)
     max_batch: int | None = None  # None: the artifact's benchmarked batch size
     max_wait_ms: float = 5.0
     max_batch_tokens: int = 16384  # padded tokens (rows x longest row) per batch
@@ -83,8 +85,14 @@ class ServeConfig:
             value = getattr(self, name)
             if value is not None and value < 1 and not (name == "port" and value == 0):
                 raise InputError(f"{_flag(name)} {value} must be at least 1", f"set {_flag(name)} or {env_var(name)}")
-        if self.port > 65535:
-            raise InputError(f"--port {self.port} is not a TCP port", "give a port from 0 to 65535")
+        for name in ("port", "grpc_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise InputError(f"{_flag(name)} {value} is not a TCP port", "give a port from 0 to 65535")
+        if self.grpc_port is not None and self.grpc_port != 0 and self.grpc_port == self.port and self.uds is None:
+            raise InputError(
+                f"--grpc-port {self.grpc_port} is the HTTP --port too", "give gRPC a port of its own (e.g. 8001)"
+            )
         if not 0 <= self.runtime_nice <= 19:
             raise InputError(f"--runtime-nice {self.runtime_nice} is not a niceness step", "give 0 to 19")
         for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s", "feature_max_stale_s"):

@@ -13,39 +13,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
-from inferopt.serve.batcher import HIGH, LANES
 from inferopt.serve.config import ServeConfig
-from inferopt.serve.errors import InvalidField, ModelNotFound, PayloadTooLarge, ServeError, as_serve_error
+from inferopt.serve.errors import InvalidField, PayloadTooLarge, ServeError, as_serve_error
+from inferopt.serve.inference import PRIORITY_HEADER, Render, answer, lane_of, require_model
 from inferopt.serve.middleware import LOG_FIELDS, REQUEST_ID, SPAN, STARTED
-from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready, ServerState
-from inferopt.serve.tracing import StageMarks
 
 log = logging.getLogger("inferopt.serve")
 TIMEOUT_HEADER = "x-request-timeout-ms"
-PRIORITY_HEADER = "x-priority"
 STAGE_ORDER = ("decode", "preprocess", "queue", "inference", "postprocess", "encode", "total")
 
 
-@dataclass
-class Rendered:
-    """A response body, and what rendering it found out."""
-
-    content: bytes
-    postprocess_s: float = 0.0  # of the render time, what went into building the payload (the rest: encoding)
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    log: dict[str, Any] = field(default_factory=dict)
-
-
 Parse = Callable[[bytes, Ready], tuple[Any, list[Any]]]  # body -> (what render needs, the raw inputs)
-Render = Callable[[Ready, Any, list[Computed]], Rendered]
 
 
 def server_state(request: Request) -> ServerState:
@@ -67,11 +52,19 @@ async def serve_inference(
         lane = priority(request)
         body = await read_body(request, ready.max_request_bytes)
         parsed, inputs = parse(body, ready)
-        decoded = time.perf_counter()
-        results = await ready.service.infer(inputs, deadline, lane)
-        post_started = time.perf_counter()
-        rendered = render(ready, parsed, results)
-        finished = time.perf_counter()
+        span = request.scope.get(SPAN)
+        answered = await answer(
+            ready,
+            parsed,
+            inputs,
+            render,
+            deadline=deadline,
+            lane=lane,
+            started=started,
+            decoded=time.perf_counter(),
+            arrived=request.scope.get(STARTED, started),
+            span=span,
+        )
     except Exception as exc:
         error = as_serve_error(exc, request_id)
         if error.status >= 500 and error.reason == "internal":
@@ -81,62 +74,15 @@ async def serve_inference(
         if span is not None:
             span.error(error.reason, str(error))
         return error_response(error, plain=plain)
-    lookup, preprocess, queue, inference, cached = _item_times(results)
-    features = results[0].features_s  # one read for the whole request, in parallel over its entities
-    timings = {
-        "decode": decoded - started + lookup,
-        "preprocess": preprocess,
-        "queue": queue,
-        "inference": inference,
-        "postprocess": rendered.postprocess_s,
-        "encode": finished - post_started - rendered.postprocess_s,
-        "total": finished - request.scope.get(STARTED, started),
-    }
-    if features:
-        timings["features"] = features
-    ready.service.metrics.observe_stages(timings)
-    span = request.scope.get(SPAN)
-    if span is not None:
-        span.stages(StageMarks(started, decoded, post_started, rendered.postprocess_s, finished), results)
+    timings, rendered = answered.timings, answered.rendered
     request.scope[LOG_FIELDS] = {
-        "items": len(results),
-        "cached": cached,
-        "queue_ms": round(queue * 1000, 3),
-        "inference_ms": round(inference * 1000, 3),
+        "items": answered.items,
+        "cached": answered.cached,
+        "queue_ms": round(timings["queue"] * 1000, 3),
+        "inference_ms": round(timings["inference"] * 1000, 3),
         **rendered.log,
     }
     return JSONBytesResponse(rendered.content, [*timing_headers(timings), *rendered.headers])
-
-
-def _item_times(results: list[Computed]) -> tuple[float, float, float, float, int]:
-    """(lookup, preprocess, queue, inference) as the max over the items, and how many came from a cache. A
-    single item, the common request, is read directly: four generator passes cost ~3 us of the event loop."""
-    if len(results) == 1:
-        c = results[0]
-        return c.lookup_s, c.preprocess_s, c.queue_s, c.inference_s, int(c.source != "model")
-    return (
-        max(c.lookup_s for c in results),
-        max(c.preprocess_s for c in results),
-        max(c.queue_s for c in results),
-        max(c.inference_s for c in results),
-        sum(c.source != "model" for c in results),
-    )
-
-
-def require_model(state: ServerState, protocol: str, name: str | None) -> Ready:
-    """The ready model, if it is the one `name` asks for and it speaks `protocol`; else 404 (or 503)."""
-    ready = state.require_ready()
-    model = ready.model
-    if name is not None and not model.answers_to(name):
-        raise ModelNotFound(
-            f"model {name!r} is not served here; this server serves {model.public_name!r}", param="name"
-        )
-    if protocol not in model.task.protocols:
-        spoken = ", ".join(model.task.protocols)
-        raise ModelNotFound(
-            f"this server's model ({model.task.name}) does not speak {protocol}; it speaks {spoken}", param="path"
-        )
-    return ready
 
 
 def ready_model(request: Request, protocol: str, name: str | None = None, *, plain: bool = True) -> Ready | Response:
@@ -173,13 +119,7 @@ def timeout_s(request: Request, config: ServeConfig) -> float:
 
 def priority(request: Request) -> str:
     """The request's lane: x-priority high (the default for these interactive routes; jobs run low) or low."""
-    raw = request.headers.get(PRIORITY_HEADER)
-    if raw is None:
-        return HIGH
-    lane = raw.strip().lower()
-    if lane not in LANES:
-        raise InvalidField(f"header {PRIORITY_HEADER} must be high or low, got {raw!r}", param=PRIORITY_HEADER)
-    return lane
+    return lane_of(request.headers.get(PRIORITY_HEADER))
 
 
 async def read_body(request: Request, limit: int, flag: str = "--max-request-bytes") -> bytes:

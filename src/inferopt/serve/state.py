@@ -115,15 +115,19 @@ class ServerState:
         self.phase = "draining"
         self.detail = "shutting down"
 
+    def fail(self, detail: str, exc: BaseException | None = None) -> None:
+        """The server cannot serve (the model did not load, an address is taken): say why, and stop it."""
+        self.phase, self.detail = "failed", detail
+        log.error("%s", detail, exc_info=exc)
+        if self.on_fatal is not None:
+            self.on_fatal(exc or RuntimeError(detail))
+
     async def start(self) -> None:
         try:
             self.ready = await self._build()
             freeze_heap()
         except Exception as exc:
-            self.phase, self.detail = "failed", f"loading failed: {exc}"
-            log.exception("the model could not be loaded")
-            if self.on_fatal is not None:
-                self.on_fatal(exc)
+            self.fail(f"loading failed: {exc}", exc)
             return
         if self.phase == "loading":
             self.phase, self.detail = "ready", "ready"

@@ -131,6 +131,14 @@ class ServerThread:
         state: ServerState = self.app.state.inferopt
         return state
 
+    @property
+    def grpc_target(self) -> str:
+        """HOST:PORT of its gRPC listener (started with grpc_port=0 in the config)."""
+        listener = self.app.state.grpc
+        if listener is None or listener.port is None:
+            raise RuntimeError("this test server has no gRPC port: pass ServeConfig(grpc_port=0)")
+        return f"127.0.0.1:{listener.port}"
+
     def __enter__(self) -> ServerThread:
         import uvicorn
 

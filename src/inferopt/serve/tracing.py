@@ -98,6 +98,9 @@ class RequestSpan:
     def end(self, route: str, method: str, status: int) -> None:
         self.tracing.end_request(self, route, method, status)
 
+    def end_rpc(self, service: str, method: str, code: str) -> None:
+        self.tracing.end_rpc(self, service, method, code)
+
 
 @dataclass(frozen=True, slots=True)
 class StageMarks:
@@ -173,6 +176,18 @@ class Tracing:
             f"{ids.trace_id:032x}", f"{ids.span_id:016x}", caller.parent_id, f"{int(ids.trace_flags):02x}"
         )
         return RequestSpan(span, anchor, self), context
+
+    def end_rpc(self, request: RequestSpan, service: str, method: str, code: str) -> None:
+        """A gRPC call's span, with OpenTelemetry's rpc attributes (`code`: the status code's name)."""
+        span = request.span
+        span.update_name(f"{service}/{method}")
+        span.set_attribute("rpc.system", "grpc")
+        span.set_attribute("rpc.service", service)
+        span.set_attribute("rpc.method", method)
+        span.set_attribute("rpc.grpc.status_code", _GRPC_CODE_NUMBER.get(code, 2))
+        if code not in _GRPC_CLIENT_CODES:
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
+        span.end()
 
     def end_request(self, request: RequestSpan, route: str, method: str, status: int) -> None:
         span = request.span
@@ -350,3 +365,12 @@ def _sdk() -> Any:
     import opentelemetry.sdk
 
     return opentelemetry.sdk
+
+
+# gRPC status codes by name (OpenTelemetry records the number); the ones a server span does not count as its
+# own error, as the semantic conventions say: the caller's mistakes, and OK.
+_GRPC_CODE_NUMBER = {
+    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+    "RESOURCE_EXHAUSTED": 8, "INTERNAL": 13, "UNAVAILABLE": 14,
+}  # fmt: skip
+_GRPC_CLIENT_CODES = frozenset({"OK", "CANCELLED", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED"})

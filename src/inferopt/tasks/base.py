@@ -392,6 +392,25 @@ V2_DATATYPES = {
 }
 
 
+def v2_texts(values: Any, field: str) -> list[str]:
+    """A BYTES tensor's elements as text: JSON carries them as str, gRPC as bytes (which must be UTF-8)."""
+    if not isinstance(values, list):
+        raise InvalidInput(f"input {field!r} must be BYTES (UTF-8 strings)", field)
+    texts = []
+    for i, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(
+                    f"{field}[{i}] is not valid UTF-8 ({exc.reason} at byte {exc.start})", field
+                ) from None
+        if not isinstance(value, str):
+            raise InvalidInput(f"input {field!r} must be BYTES (UTF-8 strings)", field)
+        texts.append(value)
+    return texts
+
+
 def per_row(value: np.ndarray, rows: int) -> np.ndarray:
     """A batch output as one value per row (n,) or as columns (n, d)."""
     flat = np.asarray(value).reshape(rows, -1)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 from rich.console import Console
+from tests.grpc_calls import grpc_infer
 
 import inferopt
 from inferopt.artifact import load_artifact
@@ -82,9 +83,14 @@ def test_served_top5_equals_in_process_top5_on_every_route(optimized: Outcome, p
         expected = predictor.predict(photos)
     assert expected[0]["top_k"][0]["label"] == "bull mastiff"  # imagenet_00_243.jpg is class 243
     name = artifact.model_name
+    from inferopt.tasks.image_classification.evaldata import builtin_photos
+
+    unseen = builtin_photos()[6][0].read_bytes()
+    with inferopt.Predictor.from_artifact(artifact) as predictor:
+        (unseen_expected,) = predictor.predict([unseen])
     instances = [{"b64": base64.b64encode(p).decode()} for p in photos]
     files = [("images", (f"photo{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)]
-    served = serve_artifact(optimized.artifact_dir, drift_min_items=8)
+    served = serve_artifact(optimized.artifact_dir, drift_min_items=8, grpc_port=0)
     with served as server, httpx.Client(base_url=server.url, timeout=60) as client:
         as_json = client.post(f"/v1/models/{name}:predict", json={"instances": instances})
         uploaded = client.post(f"/v1/models/{name}:predict", files=files)
@@ -94,6 +100,8 @@ def test_served_top5_equals_in_process_top5_on_every_route(optimized: Outcome, p
         v2 = client.post(f"/v2/models/{name}/infer", content=encode_infer_request({"image": texts}))
         metadata = client.get(f"/v2/models/{name}").json()
         drift = client.get("/v1/drift").json()
+        # Over gRPC the files travel as raw bytes, not base64: the six (cached by now) and one it has not seen.
+        over_grpc = grpc_infer(server.grpc_target, name, {"image": [*photos, unseen]})["logits"]
     # Six photos the model ran, and photo 0 again for each other top_k (a cache hit is not counted).
     assert drift["ready"] and drift["window"]["items"] == 8 and drift["reference"]["items"] == 96, drift
     assert set(drift["signals"]) == {"input.brightness", "input.contrast", "output.top1_probability"}
@@ -110,6 +118,8 @@ def test_served_top5_equals_in_process_top5_on_every_route(optimized: Outcome, p
     logits = np.asarray(v2.json()["outputs"][0]["data"]).reshape(len(photos), 1000)
     assert [int(i) for i in logits.argmax(axis=1)] == [p["top_k"][0]["index"] for p in expected]
     assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    np.testing.assert_allclose(over_grpc[:-1], logits, atol=1e-5)
+    assert int(over_grpc[-1].argmax()) == unseen_expected["top_k"][0]["index"]
 
 
 def test_darker_photos_move_the_brightness_drift(optimized: Outcome, photos: list[bytes]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tests.grpc_calls import grpc_infer
 
 from inferopt import Embedder
 from inferopt.artifact import load_artifact
@@ -60,6 +61,22 @@ def test_http_embeddings_equal_in_process_ones(minilm_artifact: Path, stsb_dev: 
     assert cosines(alone, reference).min() > 0.9999
     assert cosines(as_list, reference).min() > 0.9999
     assert listed.headers["x-truncated-inputs"] == "1"
+
+
+def test_grpc_embeddings_equal_in_process_ones(minilm_artifact: Path, stsb_dev: Path) -> None:
+    texts = sts_sentences(stsb_dev, 32)
+    with Embedder.from_artifact(minilm_artifact) as embedder:
+        reference = embedder.embed(texts)
+    model = ServingModel.from_artifact(load_artifact(minilm_artifact))
+    config = ServeConfig(cache="off", access_log=False, grpc_port=0)
+    with ServerThread(model, config, ready_timeout_s=120) as server:
+        listed = grpc_infer(server.grpc_target, model.public_name, {"text": texts})["embeddings"]
+        singles = np.concatenate(
+            [grpc_infer(server.grpc_target, model.public_name, {"text": [t]})["embeddings"] for t in texts[:4]]
+        )
+    assert listed.shape == (32, 384)
+    assert cosines(listed, reference).min() > 0.9999
+    assert cosines(singles, reference[:4]).min() > 0.9999
 
 
 def test_inferopt_serve_command_end_to_end(minilm_artifact: Path) -> None:

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from tests.grpc_calls import grpc_error, grpc_infer
 
 from inferopt.artifact import load_artifact
 from inferopt.engine import Predictor
@@ -52,7 +53,7 @@ def history(recsys_model: Path) -> dict[int, set[int]]:
 
 @pytest.fixture(scope="module")
 def server(recsys_artifact: Path) -> Iterator[ServerThread]:
-    with serve(recsys_artifact) as running:
+    with serve(recsys_artifact, grpc_port=0) as running:
         yield running
 
 
@@ -114,6 +115,21 @@ def test_oip_v2_answers_what_kserve_v1_does(server: ServerThread) -> None:
     assert bad.status_code == 422 and "unknown user 0" in bad.json()["error"]
     drift = httpx.get(server.url + "/v1/drift").json()  # the top pick's score, against the held-out users'
     assert set(drift["signals"]) <= {"output.top_score"} and drift["reference"]["items"] > 100
+
+
+def test_grpc_answers_what_rest_does(server: ServerThread) -> None:
+    tensors = {"user_id": np.array([42, 5]), "k": np.array([4, 4])}
+    rest = decode_outputs(
+        httpx.post(server.url + f"/v2/models/{NAME}/infer", content=encode_infer_request(tensors)).content
+    )
+    for raw in (True, False):
+        over_grpc = grpc_infer(server.grpc_target, NAME, tensors, raw=raw)
+        assert over_grpc["items"].tolist() == rest["items"].tolist()
+        np.testing.assert_array_equal(over_grpc["scores"], rest["scores"])
+    similar = grpc_infer(server.grpc_target, NAME, {"item_id": np.array([50])})
+    assert 50 not in similar["items"].tolist()[0]
+    code, message = grpc_error(server.grpc_target, NAME, {"user_id": np.array([0])})
+    assert code == "INVALID_ARGUMENT" and "unknown user 0" in message
 
 
 BAD = [

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from tests.grpc_calls import grpc_error, grpc_infer
 from tests.pg_proxy import ThreadedProxy
 
 from inferopt.artifact import load_artifact
@@ -85,7 +86,7 @@ def schema(german_credit: Dataset) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(risk_artifact: Path, schema: str) -> Iterator[ServerThread]:
-    with serve(risk_artifact, features=DSN, features_schema=schema) as running:
+    with serve(risk_artifact, features=DSN, features_schema=schema, grpc_port=0) as running:
         yield running
 
 
@@ -338,3 +339,16 @@ def test_open_inference_protocol_v2_scores_entity_ids_of_a_tenant(server: Server
             content=encode_infer_request({"entity_id": np.array([999], np.int64), "tenant": ["acme"]}),
         )
         assert missing.status_code == 404
+
+
+def test_grpc_scores_entity_ids_as_rest_does(server: ServerThread) -> None:
+    from inferopt.serve.wire.oip_v2 import decode_outputs, encode_infer_request
+
+    tensors = {"entity_id": np.array([1, 2, 3], np.int64), "tenant": ["acme"] * 3}
+    rest = httpx.post(server.url + f"/v2/models/{NAME}/infer", content=encode_infer_request(tensors))
+    scores = grpc_infer(server.grpc_target, NAME, tensors)["score"]
+    np.testing.assert_array_equal(scores, decode_outputs(rest.content)["score"])
+    code, message = grpc_error(server.grpc_target, NAME, {"entity_id": np.array([999], np.int64), "tenant": ["acme"]})
+    assert code == "NOT_FOUND" and "999" in message
+    code, message = grpc_error(server.grpc_target, NAME, {"entity_id": np.array([1.0], np.float32)})
+    assert code == "INVALID_ARGUMENT" and "entity_id must be an INT64" in message

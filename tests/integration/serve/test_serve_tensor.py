@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from rich.console import Console
+from tests.grpc_calls import grpc_error, grpc_infer
 
 import inferopt
 from inferopt.artifact import load_artifact
@@ -84,6 +85,26 @@ def test_oip_v2_and_kserve_v1_equal_the_in_process_predictor(two_headed: Path) -
     np.testing.assert_allclose(first["output_0"], expected["output_0"][0], atol=1e-5)
     assert first["output_1"] == pytest.approx(float(expected["output_1"][0]), abs=1e-5)
     assert embeddings.status_code == 404 and "does not speak openai-embeddings" in embeddings.json()["error"]["message"]
+
+
+def test_grpc_over_tcp_and_a_unix_socket_equals_the_in_process_predictor(two_headed: Path, tmp_path: Path) -> None:
+    inputs = rows(6, 5)
+    with inferopt.Predictor.from_artifact(two_headed) as predictor:
+        expected = predictor.outputs([{k: v[i] for k, v in inputs.items()} for i in range(5)])
+    name = load_artifact(two_headed).model_name
+    sock = tmp_path / "grpc.sock"
+    with serve_artifact(two_headed, grpc_port=0, grpc_uds=sock) as server:
+        for target in (server.grpc_target, f"unix:{sock}"):
+            for raw in (True, False):
+                got = grpc_infer(target, name, inputs, raw=raw)
+                np.testing.assert_allclose(got["output_0"], expected["output_0"], atol=1e-5)
+                np.testing.assert_allclose(got["output_1"], expected["output_1"], atol=1e-5)
+        wrong_dtype = grpc_error(
+            server.grpc_target, name, {**inputs, "features": inputs["features"].astype(np.float64)}
+        )
+        missing = grpc_error(server.grpc_target, name, {"features": inputs["features"]})
+    assert wrong_dtype == ("INVALID_ARGUMENT", "input 'features' is FP64; this model takes FP32")
+    assert missing[0] == "INVALID_ARGUMENT" and "takes the inputs ['features', 'ids']" in missing[1]
 
 
 BAD_TENSORS = [

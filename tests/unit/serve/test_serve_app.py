@@ -259,3 +259,34 @@ async def test_metrics_use_the_design_names(serve, task: TextEmbeddingTask) -> N
     ):
         assert name in text, name
     assert "inferopt_cache_redis_up" not in text  # no Redis tier, so no claim that Redis is down
+
+
+@pytest.mark.anyio
+async def test_under_a_root_path_the_inference_routes_answer_below_it(task: TextEmbeddingTask) -> None:
+    """Mounted under a prefix (Ray Serve's --route-prefix, a proxy's root path), the scope's path carries the
+    prefix and root_path names it: the hot path matches what lies below it, as Starlette's routing does."""
+    import httpx
+
+    from inferopt.serve.app import create_app
+    from inferopt.serve.config import ServeConfig
+    from inferopt.serve.testing import fake_embedding, fake_model
+
+    app = create_app(ServeConfig(access_log=False), fake_model(task=task))
+    hot, hot_paths = app.hot_path, []
+
+    async def counted(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        hot_paths.append(scope["path"])
+        await hot(scope, receive, send)
+
+    app.hot_path = counted  # type: ignore[assignment]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, root_path="/embed")
+        async with httpx.AsyncClient(transport=transport, base_url="http://inferopt.test") as client:
+            while app.state.inferopt.phase == "loading":
+                await asyncio.sleep(0.005)
+            embedded = await client.post("/embed/v1/embeddings", json={"input": "under a prefix"})
+            health = await client.get("/embed/health/ready")
+    assert embedded.status_code == 200, embedded.text
+    assert embedded.json()["data"][0]["embedding"] == pytest.approx(fake_embedding(task, "under a prefix").tolist())
+    assert health.status_code == 200
+    assert hot_paths == ["/embed/v1/embeddings"]  # the inference route took the hot path, not the full stack

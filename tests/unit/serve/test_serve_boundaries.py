@@ -1,4 +1,4 @@
-"""The lines DESIGN.md says must never be crossed, checked on the source: web frameworks stay inside serve/,
+"""The lines DESIGN.md says must never be crossed, checked on the source: web frameworks and grpc stay inside serve/,
 serve/ never reaches into recipes/ or export.py, and registering the command loads no web framework."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[3] / "src" / "inferopt"
-WEB = ("fastapi", "starlette", "uvicorn")
+WEB = ("fastapi", "starlette", "uvicorn", "grpc")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -148,3 +148,27 @@ async def test_a_sampled_out_request_makes_no_spans_and_says_so_in_its_tracepare
     flags = int(response.headers["traceparent"].rsplit("-", 1)[1], 16)
     assert response.status_code == 200 and not flags & 1  # the sampled bit is off
     assert exported.get_finished_spans() == ()  # neither its stages nor a batch span linking to it
+
+
+@pytest.mark.anyio
+async def test_a_grpc_call_has_its_span_stages_and_the_callers_trace(
+    serve, task: TextEmbeddingTask, tracing: Tracing, exported: InMemorySpanExporter
+) -> None:
+    from inferopt.serve.grpc_client import GrpcClient
+
+    metadata = (("traceparent", f"00-{TRACE}-{PARENT}-01"),)
+    async with serve(fake_model(task=task), tracing=tracing, grpc_port=0) as served:
+        client = GrpcClient(f"127.0.0.1:{served.app.state.grpc.port}")
+        try:
+            await client.infer("fake-minilm", {"text": ["a traced call"]}, metadata=metadata)
+        finally:
+            await client.close()
+    spans = exported.get_finished_spans()
+    (request,) = [span for span in spans if span.kind is SpanKind.SERVER]
+    assert request.name == "inference.GRPCInferenceService/ModelInfer"
+    assert request.attributes["rpc.system"] == "grpc" and request.attributes["rpc.grpc.status_code"] == 0
+    assert f"{request.context.trace_id:032x}" == TRACE and f"{request.parent.span_id:016x}" == PARENT
+    children = {
+        span.name for span in spans if span.parent is not None and span.parent.span_id == request.context.span_id
+    }
+    assert {"parse", "queue", "inference", "postprocess"} <= children

@@ -10,7 +10,8 @@ import logging
 from fastapi import APIRouter, Request, Response
 
 from inferopt.serve.errors import ServeError, as_serve_error
-from inferopt.serve.http import ERROR_RESPONSES, error_response, json_response, read_body, require_model, server_state
+from inferopt.serve.http import ERROR_RESPONSES, error_response, json_response, read_body, server_state
+from inferopt.serve.inference import require_model
 from inferopt.serve.jobs import parse_job
 from inferopt.serve.middleware import REQUEST_ID
 from inferopt.tasks.base import KSERVE_V1

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Request, Response
 
 from inferopt.serve.http import (
     ERROR_RESPONSES,
-    Rendered,
     json_response,
     ready_model,
     serve_inference,
 )
+from inferopt.serve.inference import Rendered
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
 from inferopt.serve.wire.kserve_v1 import parse_predict, parse_upload, predict_response

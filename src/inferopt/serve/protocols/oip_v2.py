@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request, Response
 import inferopt
 from inferopt.serve.http import (
     ERROR_RESPONSES,
-    Rendered,
     json_response,
     ready_model,
     serve_inference,
     server_state,
 )
+from inferopt.serve.inference import Rendered
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
 from inferopt.serve.wire.oip_v2 import BINARY_HEADER, InferRequest, check_outputs, infer_response, parse_infer

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Request, Response
 
 from inferopt.serve.http import (
     ERROR_RESPONSES,
-    Rendered,
     json_response,
     ready_model,
     serve_inference,
 )
+from inferopt.serve.inference import Rendered
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
 from inferopt.serve.wire.openai import (

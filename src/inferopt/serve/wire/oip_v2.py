@@ -43,7 +43,7 @@ def parse_infer(body: bytes, task: Task, *, max_items: int, binary_header: str |
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidField(f"id must be a string, got {kind(request_id)}", param="id")
     tensors = _tensors(data.get("inputs"), max_items)
-    _check_parameters(data.get("parameters", {}))
+    check_parameters(data.get("parameters", {}))
     try:
         raws = task.from_tensors(tensors)
     except InvalidInput as exc:
@@ -58,7 +58,7 @@ RESERVED_PARAMETERS = frozenset(
 )
 
 
-def _check_parameters(parameters: object) -> None:
+def check_parameters(parameters: object) -> None:
     """OIP v2 returns the model's own tensors, so no task parameter (an image's top_k) could change the answer:
     one is refused rather than ignored."""
     if not isinstance(parameters, dict):
@@ -134,13 +134,16 @@ def _tensor(spec: object, field: str) -> tuple[str, Any]:
     return name, array.reshape(shape)
 
 
-def _strings(data: list[Any], shape: list[int], needed: int, name: str, field: str) -> list[str]:
+def check_bytes_shape(count: int, shape: list[int], needed: int, name: str, field: str, where: str) -> None:
+    """A BYTES tensor is 1-D [batch], and holds as many elements as its shape says (`where`: the field to blame)."""
     if len(shape) != 1:
         raise InvalidField(f"{field} ({name!r}): BYTES inputs must be 1-D [batch]", param=f"{field}.shape")
-    if len(data) != needed:
-        raise InvalidField(
-            f"{field} ({name!r}) has {len(data)} values but shape {shape} holds {needed}", param=f"{field}.data"
-        )
+    if count != needed:
+        raise InvalidField(f"{field} ({name!r}) has {count} values but shape {shape} holds {needed}", param=where)
+
+
+def _strings(data: list[Any], shape: list[int], needed: int, name: str, field: str) -> list[str]:
+    check_bytes_shape(len(data), shape, needed, name, field, f"{field}.data")
     if not all(isinstance(v, str) for v in data):
         raise InvalidField(f"{field} ({name!r}) is BYTES: its data must be strings", param=f"{field}.data")
     return data
@@ -158,20 +161,27 @@ def infer_response(
     model_name: str, model_version: str, request: InferRequest, per_item: Sequence[dict[str, np.ndarray]]
 ) -> bytes:
     """The outputs of every row, stacked back into tensors, in the protocol's JSON (data flat, row-major)."""
-    names = request.outputs if request.outputs is not None else list(per_item[0])
-    outputs = []
-    for name in names:
-        stacked = np.stack([np.asarray(item[name]) for item in per_item])
-        outputs.append({
+    outputs = [
+        {
             "name": name,
             "datatype": V2_DATATYPES.get(stacked.dtype.name, stacked.dtype.name.upper()),
             "shape": list(stacked.shape),
             "data": stacked.ravel(),
-        })  # fmt: skip
+        }
+        for name, stacked in stacked_outputs(request.outputs, per_item)
+    ]
     body: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
     if request.id is not None:
         body["id"] = request.id
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def stacked_outputs(
+    names: Sequence[str] | None, per_item: Sequence[dict[str, np.ndarray]]
+) -> list[tuple[str, np.ndarray]]:
+    """Each output asked for (None: all), its rows stacked back into one tensor, batch first."""
+    chosen = names if names is not None else list(per_item[0])
+    return [(name, np.stack([np.asarray(item[name]) for item in per_item])) for name in chosen]
 
 
 def check_outputs(request: InferRequest, available: Sequence[str]) -> None:

@@ -245,10 +245,14 @@ class ImageClassificationTask(Task):
             )
         files = tensors[INPUT_NAME]
         if not isinstance(files, list):
-            raise InvalidInput(f"input {INPUT_NAME!r} must be BYTES: base64 strings of image files", INPUT_NAME)
+            raise InvalidInput(f"input {INPUT_NAME!r} must be BYTES: image files (base64 strings in JSON)", INPUT_NAME)
+        # JSON carries each file as a base64 string; gRPC as the file's own bytes.
         return [
-            ImageInput(decode_base64(text, f"{INPUT_NAME}[{i}]"), field=f"{INPUT_NAME}[{i}]")
-            for i, text in enumerate(files)
+            ImageInput(
+                value if isinstance(value, bytes) else decode_base64(value, f"{INPUT_NAME}[{i}]"),
+                field=f"{INPUT_NAME}[{i}]",
+            )
+            for i, value in enumerate(files)
         ]
 
     def v2_inputs(self) -> list[dict[str, Any]]:

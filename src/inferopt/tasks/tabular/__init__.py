@@ -46,6 +46,7 @@ from inferopt.tasks.base import (
     Source,
     Task,
     TensorSpec,
+    v2_texts,
 )
 from inferopt.tasks.tabular import model_dir
 from inferopt.tasks.tabular.encoders import Encoders
@@ -290,6 +291,7 @@ class TabularTask(Task):
         tenants = tensors.get("tenant", [DEFAULT_TENANT] * len(ids))
         if not isinstance(tenants, list) or len(tenants) != len(ids):
             raise InvalidInput(f"tenant must be BYTES [{len(ids)}], one per entity_id", "tenant")
+        tenants = v2_texts(tenants, "tenant")
         return [
             self.instance({"entity_id": int(i), "tenant": t}, f"row {row}")
             for row, (i, t) in enumerate(zip(ids.tolist(), tenants, strict=True))

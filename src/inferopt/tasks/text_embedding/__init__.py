@@ -31,6 +31,7 @@ from inferopt.tasks.base import (
     Source,
     Task,
     TensorSpec,
+    v2_texts,
 )
 from inferopt.tasks.text_embedding.evaldata import builtin_corpus, load_eval_data
 from inferopt.tasks.text_embedding.model_dir import (
@@ -202,9 +203,7 @@ class TextEmbeddingTask(Task):
         if set(tensors) != {V2_TEXT_INPUT}:
             names = ", ".join(sorted(tensors)) or "none"
             raise InvalidInput(f"this model takes one BYTES input named {V2_TEXT_INPUT!r}, got {names}", "inputs")
-        texts = tensors[V2_TEXT_INPUT]
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise InvalidInput(f"input {V2_TEXT_INPUT!r} must be BYTES (UTF-8 strings)", V2_TEXT_INPUT)
+        texts = v2_texts(tensors[V2_TEXT_INPUT], V2_TEXT_INPUT)
         for i, text in enumerate(texts):
             self.instance(text, f"{V2_TEXT_INPUT}[{i}]")
         return texts
