@@ -1,4 +1,4 @@
-"""The one face of inferopt: `optimize`, `inspect`, `serve`, `load`, `profile`.
+"""The one face of inferopt: `optimize`, `inspect`, `serve`, `load`, `profile`, `export`, `deploy`.
 
 Commands stay thin: they parse flags into a config and call one function. A user's mistake
 (InferoptError) prints as one line and exits 2; Ctrl-C exits 130 and leaves nothing half-written.
@@ -13,10 +13,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer._click.exceptions import ClickException
 
 from inferopt.atomic import ignore_further_ctrl_c
 from inferopt.bench.commands import load_command, profile_command
+from inferopt.deploy.commands import deploy_app, export_app
 from inferopt.errors import InferoptError, InputError
 from inferopt.serve.command import serve_command
 
@@ -178,6 +180,8 @@ def inspect_artifact(artifact: Annotated[Path, typer.Argument(help="Artifact fol
 app.command("serve")(serve_command)
 app.command("load")(load_command)
 app.command("profile")(profile_command)
+app.add_typer(deploy_app, name="deploy")
+app.add_typer(export_app, name="export")
 
 
 INTERRUPTED = "[bold red]interrupted:[/] stopped; nothing was left half-written"
@@ -187,7 +191,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except InferoptError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         _interrupted()
