@@ -110,6 +110,8 @@ class ServerState:
         return self.ready
 
     def begin_drain(self) -> None:
+        if self.phase == "failed":  # nothing to drain, and `inferopt serve` must still exit saying why
+            return
         if self.phase != "draining":
             log.info("draining: refusing new requests, finishing the queued ones")
         self.phase = "draining"

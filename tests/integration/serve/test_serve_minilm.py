@@ -120,3 +120,20 @@ def test_inferopt_serve_command_end_to_end(minilm_artifact: Path) -> None:
     np.testing.assert_allclose(np.asarray(output["data"], np.float32), vector, atol=1e-6)
     assert models["data"][0]["artifact_id"] == load_artifact(minilm_artifact).artifact_id
     assert "ready:" in stderr and '"status":200' in stderr  # the startup line and a JSON access-log line
+
+
+def test_a_grpc_port_already_taken_ends_inferopt_serve_with_one_line_and_exit_2(minilm_artifact: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "inferopt", "serve", str(minilm_artifact), "--port", str(free_port()),
+             "--grpc-port", str(grpc_port), "--no-access-log"],
+            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert f"error: The server stopped: gRPC could not listen on 127.0.0.1:{grpc_port}" in run.stderr
+    assert "Traceback" not in run.stderr
