@@ -7,15 +7,22 @@ interrupted run (error, Ctrl-C) leaves nothing half-written. An existing target 
 
 from __future__ import annotations
 
+import _thread
 import os
 import shutil
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inferopt.errors import InputError
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 MARKER = ".inferopt"
 
@@ -69,16 +76,50 @@ def cleanup_survives_ctrl_c() -> Iterator[None]:
     if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-
-    def stop_once(signum: int, frame: object) -> None:
-        ignore_further_ctrl_c()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, stop_once)
+    stop = _StopOnce()
+    previous_hook = sys.unraisablehook
+    signal.signal(signal.SIGINT, stop.on_sigint)
+    sys.unraisablehook = lambda unraisable: stop.swallowed(unraisable) or previous_hook(unraisable)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class _StopOnce:
+    """The first Ctrl-C raises KeyboardInterrupt and later ones are ignored, unless Python swallowed it.
+
+    Python cannot raise out of a weakref callback or a __del__ (importlib runs one for every module lock): it
+    hands the exception to sys.unraisablehook and goes on. That would lose the one Ctrl-C we act on, with the
+    later ones ignored, and the work would run to its end. So a swallowed one is delivered again."""
+
+    def __init__(self) -> None:
+        self.raised: KeyboardInterrupt | None = None
+        self.on_sigint = self._on_sigint  # one bound method, so that getsignal() can be compared with it
+        self._redelivery: threading.Thread | None = None
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        ignore_further_ctrl_c()
+        self.raised = KeyboardInterrupt()
+        raise self.raised
+
+    def swallowed(self, unraisable: UnraisableHookArgs) -> bool:
+        """The unraisable hook: True when it was our KeyboardInterrupt, armed again to be raised elsewhere."""
+        if self.raised is None or unraisable.exc_value is not self.raised or not _in_main_thread():
+            return False
+        if self._redelivery is None or not self._redelivery.is_alive():
+            self._redelivery = threading.Thread(target=self._redeliver, name="inferopt-ctrl-c", daemon=True)
+            self._redelivery.start()
+        signal.signal(signal.SIGINT, self.on_sigint)  # last: no Python code runs between this and our return
+        return True
+
+    def _redeliver(self) -> None:
+        while True:
+            time.sleep(0.05)  # after the hook has returned, so that the interrupt lands in ordinary code
+            if signal.getsignal(signal.SIGINT) is not self.on_sigint:
+                return  # delivered (the handler is SIG_IGN now), or the work is over
+            _thread.interrupt_main(signal.SIGINT)
 
 
 def _in_main_thread() -> bool:

@@ -1,6 +1,8 @@
 import os
 import signal
+import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,34 @@ def test_a_handler_someone_else_set_is_left_alone() -> None:
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _Watched:
+    pass
+
+
+def test_a_ctrl_c_that_lands_where_python_cannot_raise_is_delivered_again() -> None:
+    # Python swallows an exception raised in a weakref callback ("Exception ignored in ..."); importlib runs
+    # one for each module lock, so the CLI's one Ctrl-C once went missing there and the run went on.
+    hook = sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt), cleanup_survives_ctrl_c():
+        watched = _Watched()
+        ref = weakref.ref(watched, lambda _: signal.raise_signal(signal.SIGINT))  # the handler runs in it
+        del watched
+        assert ref() is None  # the callback has run and its KeyboardInterrupt was swallowed
+        for _ in range(2000):  # it is raised again within about 50 ms
+            time.sleep(0.001)
+        pytest.fail("the Ctrl-C was lost in the weakref callback")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sys.unraisablehook is hook
+
+
+def test_other_swallowed_exceptions_still_reach_the_previous_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_value))
+    with cleanup_survives_ctrl_c():
+        watched = _Watched()
+        ref = weakref.ref(watched, lambda _: int("x"))
+        del watched
+    assert ref() is None and len(seen) == 1 and isinstance(seen[0], ValueError)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
