@@ -139,3 +139,17 @@ def risk_artifact(risk_optimized: object) -> Path:
     artifact = risk_optimized.artifact_dir  # type: ignore[attr-defined]
     assert artifact is not None
     return Path(artifact)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests run only where onnxruntime can reach a CUDA device; elsewhere they skip, saying why."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if not gpu_tests:
+        return
+    from inferopt.runtime.placement import gpu_providers
+
+    if gpu_providers():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU and onnxruntime-gpu (pip install 'inferopt[gpu]')")
+    for item in gpu_tests:
+        item.add_marker(skip)

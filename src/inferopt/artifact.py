@@ -16,6 +16,7 @@ from typing import Any
 
 from inferopt.errors import ArtifactError
 from inferopt.runtime.base import RuntimeSettings
+from inferopt.runtime.placement import Placement, resolve
 from inferopt.tasks.base import IOSchema
 
 SCHEMA_VERSION = 2
@@ -50,6 +51,14 @@ def write_artifact(directory: Path, manifest: dict[str, Any], files: dict[str, P
 
 
 @dataclass(frozen=True)
+class Placements:
+    """Where each model path of an artifact opens: `default`, and `paths` by name."""
+
+    default: Placement
+    paths: dict[str, Placement]
+
+
+@dataclass(frozen=True)
 class Artifact:
     path: Path
     manifest: dict[str, Any]
@@ -71,6 +80,27 @@ class Artifact:
     @property
     def settings(self) -> RuntimeSettings:
         return RuntimeSettings.from_dict(self.manifest["runtime"]["settings"])
+
+    @property
+    def placement(self) -> Placement:
+        """Where the benchmark ran the default path. Artifacts from before placements were recorded were all
+        measured on the CPU, and say so in their providers."""
+        return _placement(self.manifest["runtime"], self.path)
+
+    @property
+    def path_placements(self) -> dict[str, Placement]:
+        """Where the benchmark ran each of the other model paths."""
+        return {name: _placement(e, self.path) for name, e in self.manifest["runtime"].get("paths", {}).items()}
+
+    def resolve_placements(self, device: str | None = None) -> Placements:
+        """Where to open the default path and each other path on this machine: as benchmarked, refused where
+        the machine cannot give it, or all on the CPU with `device="cpu"` (runtime/placement.py's resolve)."""
+        default = resolve(self.placement, device, f"The artifact {self.path}")
+        others = {
+            name: resolve(placement, device, f"The artifact {self.path}'s path {name!r}")
+            for name, placement in self.path_placements.items()
+        }
+        return Placements(default, others)
 
     @property
     def paths(self) -> dict[str, tuple[Path, RuntimeSettings, str]]:
@@ -95,6 +125,23 @@ class Artifact:
     @property
     def io(self) -> IOSchema:
         return IOSchema.from_dict(self.manifest["io"])
+
+
+def _placement(entry: dict[str, Any], path: Path) -> Placement:
+    recorded = entry.get("placement")
+    if recorded is None:
+        providers = entry.get("providers", ["CPUExecutionProvider"])
+        if providers != ["CPUExecutionProvider"]:
+            raise ArtifactError(
+                f"{path / MANIFEST} names providers {providers} but no placement", "re-run inferopt optimize"
+            )
+        return Placement.cpu()
+    try:
+        return Placement.from_dict(recorded)
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(
+            f"{path / MANIFEST} has a placement this inferopt cannot read: {exc}", "re-run inferopt optimize"
+        ) from exc
 
 
 def load_artifact(path: Path, *, verify: bool = True) -> Artifact:
@@ -126,6 +173,7 @@ def load_artifact(path: Path, *, verify: bool = True) -> Artifact:
     if not isinstance(manifest["task"], dict) or "name" not in manifest["task"]:
         raise ArtifactError(f"{manifest_path} has no task name", "re-run inferopt optimize")
     artifact = Artifact(path, manifest)
+    _ = artifact.placement, artifact.path_placements  # a placement that cannot be read: refused now
     if verify:
         verify_files(artifact)
     return artifact

@@ -80,16 +80,23 @@ class Predictor:
 
     @classmethod
     def from_artifact(
-        cls, path: str | Path | Artifact, settings: RuntimeSettings | None = None, *, verify: bool = True
+        cls,
+        path: str | Path | Artifact,
+        settings: RuntimeSettings | None = None,
+        *,
+        verify: bool = True,
+        device: str | None = None,
     ) -> Predictor:
-        from inferopt.runtime.onnx import OnnxBackend
+        """The artifact's default path, where its benchmark ran it (refused where this machine cannot), or on
+        the CPU with `device="cpu"`."""
+        from inferopt.runtime.onnx import open_backend
         from inferopt.tasks.registry import for_artifact
 
         artifact = path if isinstance(path, Artifact) else load_artifact(Path(path), verify=verify)
         settings = settings or artifact.settings
+        placement = artifact.resolve_placements(device).default
         backends: list[Backend] = [
-            OnnxBackend(artifact.model_file, intra_op_threads=settings.intra_op_threads)
-            for _ in range(settings.sessions)
+            open_backend(artifact.model_file, placement, settings.intra_op_threads) for _ in range(settings.sessions)
         ]
         return cls(for_artifact(artifact.manifest, artifact.path), backends, batch_size=settings.batch_size)
 
@@ -177,9 +184,14 @@ class Embedder(Predictor):
 
     @classmethod
     def from_artifact(
-        cls, path: str | Path | Artifact, settings: RuntimeSettings | None = None, *, verify: bool = True
+        cls,
+        path: str | Path | Artifact,
+        settings: RuntimeSettings | None = None,
+        *,
+        verify: bool = True,
+        device: str | None = None,
     ) -> Embedder:
-        predictor = Predictor.from_artifact(path, settings, verify=verify)
+        predictor = Predictor.from_artifact(path, settings, verify=verify, device=device)
         predictor.close()  # its thread pool only: the Embedder makes its own over the same backends
         outputs = predictor.task.io_schema().output_names
         if len(outputs) != 1:

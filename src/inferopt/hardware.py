@@ -1,4 +1,4 @@
-"""What this machine can do, detected at run time: CPU model and ISA flags, cores, package versions.
+"""What this machine can do, detected at run time: CPU model and ISA flags, cores, NVIDIA GPUs, package versions.
 
 Recipes pick their presets from these flags (never assumed), and every result carries them.
 """
@@ -9,7 +9,10 @@ import functools
 import importlib.metadata
 import os
 import platform
-from dataclasses import dataclass, field
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # Flags that change which kernels are fast; the rest of /proc/cpuinfo is noise in a report.
@@ -74,6 +77,82 @@ def cpu_info() -> CpuInfo:
     return CpuInfo(model or platform.processor() or "unknown", flags, logical, physical)
 
 
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    memory_mib: int
+    compute_capability: str  # "9.0" for an H100/H200; "" where the driver is too old to say
+    driver: str
+
+
+GPU_PACKAGES = ("onnxruntime-gpu", "tensorrt", "tensorrt-cu12", "nvidia-cudnn-cu12", "nvidia-cuda-runtime-cu12")
+# nvidia-smi's query fields; compute_cap needs driver 510 or later, so an older driver is asked without it.
+_GPU_FIELDS = ("index", "name", "memory.total", "compute_cap", "driver_version")
+
+
+def _parse_gpus(text: str, fields: tuple[str, ...]) -> list[GpuInfo]:
+    gpus = []
+    for line in text.strip().splitlines():
+        row = dict(zip(fields, (cell.strip() for cell in line.split(",")), strict=False))
+        if not row.get("index", "").isdigit():
+            continue  # not a device row (a warning nvidia-smi printed)
+        memory = row.get("memory.total", "")
+        gpus.append(
+            GpuInfo(
+                index=int(row["index"]),
+                name=row.get("name", "unknown"),
+                memory_mib=int(float(memory)) if memory.replace(".", "", 1).isdigit() else 0,
+                compute_capability=row.get("compute_cap", ""),
+                driver=row.get("driver_version", ""),
+            )
+        )
+    return gpus
+
+
+def _nvidia_smi(*args: str) -> str | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        run = subprocess.run([exe, *args], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return run.stdout if run.returncode == 0 else None
+
+
+@functools.cache
+def gpu_info() -> tuple[GpuInfo, ...]:
+    """The NVIDIA GPUs this machine has, as the driver reports them; none where there is no driver."""
+    for fields in (_GPU_FIELDS, tuple(f for f in _GPU_FIELDS if f != "compute_cap")):
+        out = _nvidia_smi(f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits")
+        if out is not None:
+            return tuple(_parse_gpus(out, fields))
+    return ()
+
+
+def _cuda_driver_version(text: str) -> str | None:
+    """The newest CUDA version the driver supports, from nvidia-smi's banner ("CUDA Version: 12.4")."""
+    _, found, rest = text.partition("CUDA Version:")
+    return rest.split()[0] if found and rest.split() else None
+
+
+def gpu_environment() -> dict[str, object]:
+    """The GPU part of the environment record: devices, the driver's CUDA, and the CUDA-side packages."""
+    gpus = gpu_info()
+    if not gpus:
+        return {"gpus": []}
+    banner = _nvidia_smi() or ""
+    torch = sys.modules.get("torch")  # only where already imported: detection must not load torch
+    packages = {name: version for name, version in package_versions(GPU_PACKAGES).items() if version != "not installed"}
+    return {
+        "gpus": [asdict(g) for g in gpus],
+        "cuda_driver": _cuda_driver_version(banner),
+        "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None),
+        "gpu_packages": packages,
+    }
+
+
 def usable_cores() -> int:
     """Cores this process may run on (cgroup/affinity aware where the OS says)."""
     try:
@@ -106,4 +185,5 @@ def environment() -> dict[str, object]:
         "platform": platform.platform(),
         "packages": package_versions(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        **gpu_environment(),
     }

@@ -9,6 +9,7 @@ from inferopt import __version__
 from inferopt.report.tables import finite
 from inferopt.results import RunResult, VariantResult
 from inferopt.runtime.onnx import DISABLED_OPTIMIZERS
+from inferopt.runtime.placement import Placement
 from inferopt.tasks.base import Task
 
 
@@ -27,6 +28,7 @@ def build_manifest(
     """The manifest of `variant` (the default model path) and of the variants on the task's other paths."""
     assert variant.bench is not None and variant.accuracy is not None
     best = variant.bench.best
+    placement = Placement.from_dict(variant.placement)
     return {
         "inferopt_version": __version__,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -44,12 +46,13 @@ def build_manifest(
         "runtime": {
             "kind": "onnxruntime",
             "model_file": "model.onnx",
-            "providers": ["CPUExecutionProvider"],
+            "providers": list(placement.providers),
+            "placement": placement.to_dict(),
             "session_options": {
                 "graph_optimization_level": "ORT_ENABLE_ALL",
                 "execution_mode": "sequential",
                 "inter_op_threads": 1,
-                "disabled_optimizers": list(DISABLED_OPTIMIZERS),
+                "disabled_optimizers": [] if placement.on_gpu else list(DISABLED_OPTIMIZERS),
             },
             "settings": best.settings.to_dict(),
             "paths": {name: _path_entry(name, v) for name, v in (paths or {}).items()},
@@ -73,6 +76,7 @@ def _path_entry(name: str, variant: VariantResult) -> dict[str, Any]:
         "model_file": path_file(name),
         "variant": variant.name,
         "recipe": variant.recipe,
+        "placement": variant.placement,
         "settings": variant.bench.best.settings.to_dict(),
         "accuracy": finite(variant.accuracy.measures),
         "items_per_second": variant.bench.best.items_per_second,

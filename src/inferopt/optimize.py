@@ -102,6 +102,7 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
     from inferopt.recipes.base import BuildContext
     from inferopt.recipes.calibration import Calibration
     from inferopt.recipes.presets import default_recipes
+    from inferopt.runtime.placement import gpu_providers
 
     with _progress(console) as progress:
         step = progress.add_task("reference: FP32", total=3)
@@ -119,7 +120,12 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
             list(config.recipes)
             if config.recipes
             else default_recipes(
-                context.cpu, source.fusion.kind, budget, quick=config.quick, torch=source.module is not None
+                context.cpu,
+                source.fusion.kind,
+                budget,
+                quick=config.quick,
+                torch=source.module is not None,
+                gpu=gpu_providers(),
             )
         )
         if export_error is not None:
@@ -198,6 +204,7 @@ def _measure(
     result = VariantResult(
         variant.name, config_to_dict(recipe), variant.runtime, variant.servable, variant.build_seconds, variant.notes
     )
+    result.placement = variant.placement.to_dict()
     progress.update(task, total=1 + steps_for(variant, plan, cores), completed=1, description=f"{recipe.name}: verify")
     result.accuracy = verify(context.task, backend, data, eval_items, reference.eval_outputs)
     progress.update(task, description=f"{recipe.name}: benchmark")

@@ -8,6 +8,7 @@ from typing import Any
 
 from inferopt.accuracy.report import AccuracyReport, Measure
 from inferopt.bench.harness import BenchResult
+from inferopt.runtime.placement import Placement
 from inferopt.select import Selection
 
 
@@ -23,6 +24,7 @@ class VariantResult:
     bench: BenchResult | None = None
     error: str | None = None  # a recipe that could not be built on this model/machine
     model_path: Path | None = None  # where the built model lies during the run (not reported)
+    placement: dict[str, Any] = field(default_factory=lambda: Placement.cpu().to_dict())  # where it was measured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +32,7 @@ class VariantResult:
             "recipe": self.recipe,
             "runtime": self.runtime,
             "servable": self.servable,
+            "placement": self.placement,
             "build_seconds": self.build_seconds,
             "notes": self.notes,
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,

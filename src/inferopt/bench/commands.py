@@ -11,6 +11,7 @@ from rich.console import Console
 
 from inferopt.bench.schedule import Arrival
 from inferopt.errors import InputError
+from inferopt.runtime.placement import DEVICE_HELP
 
 ArrivalOption = typer.Option(help="Arrival process of the open-loop schedule: poisson or constant")
 
@@ -142,6 +143,7 @@ def profile_command(
     ] = None,
     chart: Annotated[Path | None, typer.Option(help="Stacked bar chart of the stages (.png or .html)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the breakdown as JSON here")] = None,
+    device: Annotated[str | None, typer.Option(help=f"Against an artifact: {DEVICE_HELP}")] = None,
 ) -> None:
     """Where the time of one request goes: network + HTTP, decode, preprocess, queue, inference, postprocess,
     encode. Against a URL from the server's Server-Timing header; against an artifact, in-process."""
@@ -166,7 +168,7 @@ def profile_command(
         if url:
             result = profile_url(target, chosen, requests, warmup=warmup)  # type: ignore[arg-type]
         else:
-            result = profile_artifact(Path(target), chosen, requests, warmup=warmup)
+            result = profile_artifact(Path(target), chosen, requests, warmup=warmup, device=device)
     if chosen and not texts and len(chosen) < requests + warmup:
         result.notes.append(f"{len(chosen)} distinct rows cycled: repeats may be answered from the server's cache")
     print_profile(result, console)

@@ -76,7 +76,11 @@ class BenchResult:
 
 
 def thread_layouts(variant: Variant, cores: int) -> list[tuple[int, int]]:
-    """(instances, intra-op threads each). Torch keeps one process-wide thread pool: one layout only."""
+    """(instances, intra-op threads each). Torch keeps one process-wide thread pool: one layout only. On a GPU
+    one CPU thread feeds each session, and a second session (its own CUDA stream) overlaps one batch's copies and
+    host-side work with the other's kernels."""
+    if variant.placement.on_gpu:
+        return [(1, 1), (2, 1)]
     layouts = [(1, cores)]
     if variant.multi_session and cores > 1:
         layouts.append((cores, 1))

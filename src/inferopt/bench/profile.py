@@ -271,16 +271,19 @@ class InProcessCodec:
         return cls(lambda raw: request_body("/infer", [raw], v2_text_input=v2_name), parse_v2, render_v2)
 
 
-def profile_artifact(path: Path, inputs: list[Any] | None, requests: int, *, warmup: int = 20) -> ProfileResult:
+def profile_artifact(
+    path: Path, inputs: list[Any] | None, requests: int, *, warmup: int = 20, device: str | None = None
+) -> ProfileResult:
     from inferopt.artifact import load_artifact
-    from inferopt.runtime.onnx import OnnxBackend
+    from inferopt.runtime.onnx import open_backend
     from inferopt.tasks.registry import for_artifact
 
     artifact = load_artifact(path)
     task = for_artifact(artifact.manifest, artifact.path)
     # text: the built-in corpus; tensors: the artifact's examples; images: the built-in calibration photos
     inputs = inputs or [task.to_instance(raw) for raw in task.calibration_inputs()]
-    backend = OnnxBackend(artifact.model_file, intra_op_threads=artifact.settings.intra_op_threads)
+    placement = artifact.resolve_placements(device).default
+    backend = open_backend(artifact.model_file, placement, artifact.settings.intra_op_threads)
     result = profile_pipeline(task, backend, inputs, requests, warmup=warmup)
     result.source = str(path)
     result.notes.append("in-process: no network, no HTTP server, no batching; queue is 0 by construction")

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from inferopt.runtime.placement import DEVICE_HELP
 from inferopt.serve.config import ServeConfig, env_var
 
 deploy_app = typer.Typer(
@@ -87,6 +88,7 @@ def ray_command(
     sessions: Annotated[
         int | None, _serve_opt("Runtime sessions per replica (default: the artifact's)", "sessions")
     ] = None,
+    device: Annotated[str | None, _serve_opt(DEVICE_HELP, "device")] = None,
     cache: Annotated[
         str, _serve_opt("memory, off, or redis://HOST:PORT/DB (shared by every replica)", "cache")
     ] = _D.cache,
@@ -121,6 +123,7 @@ def ray_command(
         max_queue_ms=max_queue_ms,
         timeout_ms=timeout_ms,
         sessions=sessions,
+        device=device,
         cache=cache,
         cache_ttl=cache_ttl,
         cache_memory_mb=cache_memory_mb,

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from inferopt.artifact import Artifact
 from inferopt.errors import InferoptError, InputError
 from inferopt.serve.config import ServeConfig
 
@@ -51,6 +52,7 @@ class RayDeployConfig:
     target_ongoing_requests: float = 32.0  # the autoscaler's aim per replica: about a batch in flight
     max_ongoing_requests: int = 256  # beyond it Ray's router holds requests back, out of inferopt's admission
     num_cpus: float = 1.0  # Ray's CPU reservation per replica (the sessions' threads are the artifact's)
+    num_gpus: float = 0.0  # Ray's GPU reservation per replica: 1 for an artifact benchmarked on a GPU
     route_prefix: str = "/"
     name: str = "inferopt"  # the Ray Serve application
     blocking: bool = True
@@ -140,7 +142,7 @@ class RayDeployConfig:
         """The options of `serve.deployment`."""
         options: dict[str, Any] = {
             "name": DEPLOYMENT_NAME,
-            "ray_actor_options": {"num_cpus": self.num_cpus},
+            "ray_actor_options": {"num_cpus": self.num_cpus, **({"num_gpus": self.num_gpus} if self.num_gpus else {})},
             "max_ongoing_requests": self.max_ongoing_requests,
             # Ray stops routing to a replica, waits for what it holds, then runs the app's lifespan shutdown:
             # inferopt's drain (queued items finish, workers stop) within the same budget as `serve`'s.
@@ -169,7 +171,8 @@ class RayDeployConfig:
         else:
             replicas = f"{self.initial_replicas} replica{'s' if self.initial_replicas > 1 else ''}"
         proxy = "HAProxy ingress (high-throughput mode)" if self.high_throughput else "Ray's HTTP proxy"
-        return f"{replicas}, {self.num_cpus:g} CPU each, {proxy}"
+        gpus = f" and {self.num_gpus:g} GPU" if self.num_gpus else ""
+        return f"{replicas}, {self.num_cpus:g} CPU{gpus} each, {proxy}"
 
 
 def import_serve() -> Any:
@@ -306,8 +309,9 @@ def replica_failure(serve: Any, name: str, exc: RuntimeError) -> str:
     return ours[-1] if ours else (lines[-1] if lines else type(exc).__name__)
 
 
-def _checked_artifact(config: ServeConfig) -> Path:
-    """The artifact's absolute path (replicas run elsewhere), after the same checks `inferopt serve` makes."""
+def _checked_artifact(config: ServeConfig) -> Artifact:
+    """The artifact, after the same checks `inferopt serve` makes (its placement is checked by each replica, on
+    the node it lands on)."""
     from inferopt.artifact import load_artifact
     from inferopt.tasks.registry import for_artifact
 
@@ -315,13 +319,20 @@ def _checked_artifact(config: ServeConfig) -> Path:
         raise InferoptError("No artifact given", "pass the folder inferopt optimize wrote")
     artifact = load_artifact(config.artifact)
     for_artifact(artifact.manifest, artifact.path)
-    return Path(artifact.path).resolve()
+    return artifact
 
 
-def _with_artifact(config: RayDeployConfig, artifact: Path) -> RayDeployConfig:
+def _with_artifact(config: RayDeployConfig, artifact: Artifact) -> RayDeployConfig:
+    """The artifact's absolute path (replicas run elsewhere), and a GPU per replica where it was benchmarked on
+    one and is to run there (not with --device cpu)."""
     from dataclasses import replace
 
-    return replace(config, serve=replace(config.serve, artifact=artifact))
+    on_gpu = artifact.placement.on_gpu and config.serve.device is None
+    return replace(
+        config,
+        serve=replace(config.serve, artifact=Path(artifact.path).resolve()),
+        num_gpus=config.num_gpus or (1.0 if on_gpu else 0.0),
+    )
 
 
 def _check_local_cpus(config: RayDeployConfig, cpus: float) -> None:

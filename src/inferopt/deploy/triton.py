@@ -31,6 +31,7 @@ from inferopt.atomic import cleanup_survives_ctrl_c
 from inferopt.deploy.triton_model import TritonModel
 from inferopt.errors import ArtifactError, InputError
 from inferopt.runtime.base import RuntimeSettings
+from inferopt.runtime.placement import TENSORRT
 from inferopt.serve.config import ServeConfig  # a plain dataclass module: no web framework comes with it
 from inferopt.tasks.base import DEFAULT_PATH, V2_DATATYPES, IOSchema, TensorSpec
 
@@ -113,6 +114,7 @@ def plan_models(artifact: Artifact, options: TritonOptions) -> list[TritonModel]
         DEFAULT_PATH: (artifact.model_file, artifact.settings, str(recipe.get("name", "model"))),
         **artifact.paths,
     }
+    placements = {DEFAULT_PATH: artifact.placement, **artifact.path_placements}
     models = []
     for path, (graph, settings, variant) in paths.items():
         most = (options.max_batch_size or settings.batch_size) if batching else 0
@@ -127,6 +129,7 @@ def plan_models(artifact: Artifact, options: TritonOptions) -> list[TritonModel]
                 max_queue_delay_us=options.max_queue_delay_us,
                 instances=settings.sessions,
                 intra_op_threads=settings.intra_op_threads,
+                placement=placements[path],
             )
         )
     return models
@@ -198,16 +201,42 @@ def _scheduling(model: TritonModel, runtime: dict[str, Any]) -> list[tuple[str, 
         parameters["execution_mode"] = EXECUTION_MODES[session["execution_mode"]]
     return [
         *sections,
-        (
-            f"The artifact was benchmarked on CPU ({', '.join(runtime.get('providers', []))}): "
-            f"{model.instances} session(s) of {model.intra_op_threads} intra-op thread(s) each",
-            {"instance_group": [{"count": model.instances, "kind": _Enum("KIND_CPU")}]},
-        ),
+        *_instances(model),
         (
             "ONNX Runtime session options as the benchmark ran them (the onnxruntime backend's parameters)",
             {"parameters": [{"key": k, "value": {"string_value": v}} for k, v in parameters.items()]},
         ),
     ]
+
+
+def _instances(model: TritonModel) -> list[tuple[str, dict[str, Any]]]:
+    """Where the instances run: as the benchmark placed the model (CPU, a GPU, TensorRT on a GPU)."""
+    placement = model.placement
+    providers = ", ".join(placement.providers)
+    if not placement.on_gpu:
+        return [
+            (
+                f"The artifact was benchmarked on CPU ({providers}): "
+                f"{model.instances} session(s) of {model.intra_op_threads} intra-op thread(s) each",
+                {"instance_group": [{"count": model.instances, "kind": _Enum("KIND_CPU")}]},
+            )
+        ]
+    group = {"count": model.instances, "kind": _Enum("KIND_GPU"), "gpus": [placement.device_id]}
+    sections: list[tuple[str, dict[str, Any]]] = [
+        (f"The artifact was benchmarked on {placement.label} ({providers})", {"instance_group": [group]})
+    ]
+    if placement.providers[0] == TENSORRT:
+        accelerator = {
+            "name": "tensorrt",
+            "parameters": [{"key": "precision_mode", "value": placement.tensorrt_precision.upper()}],
+        }
+        sections.append(
+            (
+                "TensorRT inside the onnxruntime backend, at the precision the benchmark allowed it",
+                {"optimization": {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}},
+            )
+        )
+    return sections
 
 
 def _tensor(spec: TensorSpec, batching: bool) -> dict[str, Any]:

@@ -3,8 +3,10 @@ config.pbtxt and deploy/triton_readme.py tells a client about."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from inferopt.runtime.placement import Placement
 
 
 @dataclass(frozen=True)
@@ -20,3 +22,4 @@ class TritonModel:
     max_queue_delay_us: int
     instances: int
     intra_op_threads: int
+    placement: Placement = field(default_factory=Placement.cpu)  # where the benchmark ran it

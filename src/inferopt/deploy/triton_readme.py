@@ -61,18 +61,27 @@ default `--max-wait-ms`.
 
 def _start(name: str, repository: Path, artifact: Artifact) -> str:
     ort = artifact.manifest.get("environment", {}).get("packages", {}).get("onnxruntime", "unknown")
+    gpus = "--gpus all " if artifact.placement.on_gpu else ""
     return f"""## Start Triton
 
 ```bash
-docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {repository}:/models \\
+docker run --rm {gpus}-p 8000:8000 -p 8001:8001 -p 8002:8002 -v {repository}:/models \\
   nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models
 curl -f localhost:8000/v2/models/{name}/ready   # 200 once the model is loaded
 ```
 
 Choose a Triton release whose onnxruntime backend is not older than the ONNX Runtime the artifact was
-benchmarked with ({ort}). The instances are KIND_CPU, so no GPU is needed. HTTP is on 8000, gRPC on 8001,
-Prometheus metrics on 8002.
+benchmarked with ({ort}). {_where(artifact)} HTTP is on 8000, gRPC on 8001, Prometheus metrics on 8002.
 """
+
+
+def _where(artifact: Artifact) -> str:
+    if not artifact.placement.on_gpu:
+        return "The instances are KIND_CPU, so no GPU is needed."
+    return (
+        f"The instances are KIND_GPU ({artifact.placement.label}, as benchmarked), so the container needs the "
+        "GPU (`--gpus all`)."
+    )
 
 
 def _tensors(io: IOSchema, model: TritonModel) -> str:

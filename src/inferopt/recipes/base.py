@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from inferopt.hardware import CpuInfo
 from inferopt.recipes.calibration import Calibration
 from inferopt.runtime.base import Backend
+from inferopt.runtime.placement import Placement
 from inferopt.tasks.base import FusionProfile, Source, Task
 
 FAMILY_MODULES = (
@@ -26,6 +27,7 @@ FAMILY_MODULES = (
     "int8_static",
     "embedding_int8",
     "fp16_storage",
+    "gpu",
 )
 
 
@@ -49,6 +51,7 @@ class Variant:
     size_bytes: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    placement: Placement = field(default_factory=Placement.cpu)  # where it is benchmarked, so where it is served
 
     @property
     def servable(self) -> bool:
@@ -57,7 +60,7 @@ class Variant:
     @property
     def multi_session(self) -> bool:
         """Whether N independent single-thread instances make sense (torch shares one global thread pool)."""
-        return self.runtime == "onnxruntime"
+        return self.runtime == "onnxruntime" and not self.placement.on_gpu
 
 
 @dataclass
@@ -136,16 +139,20 @@ def file_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def onnx_variant(name: str, config: Any, path: Path, notes: dict[str, Any] | None = None) -> Variant:
-    """A variant served by ONNX Runtime from the model file at `path`."""
-    from inferopt.runtime.onnx import OnnxBackend
+def onnx_variant(
+    name: str, config: Any, path: Path, notes: dict[str, Any] | None = None, *, placement: Placement | None = None
+) -> Variant:
+    """A variant served by ONNX Runtime from the model file at `path`, on `placement` (default: the CPU)."""
+    from inferopt.runtime.onnx import open_backend
 
+    placement = placement or Placement.cpu()
     return Variant(
         name=name,
         config=config,
         runtime="onnxruntime",
-        make_backend=lambda threads: OnnxBackend(path, intra_op_threads=threads),
+        make_backend=lambda threads: open_backend(path, placement, threads),
         model_path=path,
         size_bytes=file_size(path),
         notes=notes or {},
+        placement=placement,
     )

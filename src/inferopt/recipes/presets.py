@@ -12,9 +12,29 @@ from inferopt.hardware import CpuInfo
 SMOOTHING_CANDIDATES = (0.6, 0.7, 0.8)
 
 
-def default_recipes(cpu: CpuInfo, fusion: str, budget: Budget, *, quick: bool, torch: bool) -> list[Any]:
+def default_recipes(
+    cpu: CpuInfo, fusion: str, budget: Budget, *, quick: bool, torch: bool, gpu: tuple[str, ...] = ()
+) -> list[Any]:
     """`fusion`: the source's fusion profile kind; `torch`: whether a PyTorch module exists (not for a user's
-    ONNX file)."""
+    ONNX file); `gpu`: the GPU providers this machine has (runtime/placement.py's gpu_providers), whose variants
+    are measured beside the CPU ones and chosen among them by the same budget."""
+    return _cpu_recipes(cpu, fusion, budget, quick=quick, torch=torch) + _gpu_recipes(gpu, quick=quick)
+
+
+def _gpu_recipes(providers: tuple[str, ...], *, quick: bool) -> list[Any]:
+    from inferopt.recipes.gpu import GpuConfig
+    from inferopt.runtime.placement import CUDA, TENSORRT
+
+    if CUDA not in providers:
+        return []
+    recipes: list[Any] = [] if quick else [GpuConfig(name="onnx-fp32-cuda", precision="fp32")]
+    recipes.append(GpuConfig(name="onnx-fp16-cuda"))
+    if TENSORRT in providers:
+        recipes.append(GpuConfig(name="tensorrt-fp16", provider="tensorrt"))
+    return recipes
+
+
+def _cpu_recipes(cpu: CpuInfo, fusion: str, budget: Budget, *, quick: bool, torch: bool) -> list[Any]:
     from inferopt.recipes.half import HalfPrecisionConfig
     from inferopt.recipes.torch_eager import TorchEagerConfig
 

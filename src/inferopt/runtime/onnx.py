@@ -1,5 +1,5 @@
-"""ONNX Runtime backend. Providers are taken in order of preference among those this build has:
-TensorRT -> CUDA -> CPU, unless the caller names them."""
+"""ONNX Runtime backend. It runs where its Placement says, on exactly the providers the placement names: never
+"whatever this onnxruntime build offers", which on a GPU host would move a CPU-measured artifact to CUDA."""
 
 from __future__ import annotations
 
@@ -8,21 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from inferopt.runtime.base import Arrays
-
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+from inferopt.runtime.base import Arrays, Backend
+from inferopt.runtime.buckets import BucketedBackend, Shape
+from inferopt.runtime.placement import Placement, PlacementUnavailable, engine_cache_dir
 
 # ONNX Runtime's CPU SkipLayerNormalization kernel measured 4x slower than the LayerNormalization + Add it
 # replaces (onnxruntime 1.32, AVX-512 CPU: 1,040 ms vs 238 ms over STS-B dev, one thread), where it was 29% of
 # an INT8 MiniLM's time. Our graphs keep Add + LayerNormalization, and sessions do not re-fuse them.
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
-
-
-def available_providers(preferred: tuple[str, ...] = PREFERRED_PROVIDERS) -> list[str]:
-    import onnxruntime as ort
-
-    have = set(ort.get_available_providers())
-    return [p for p in preferred if p in have] or ["CPUExecutionProvider"]
 
 
 def session_options(intra_op_threads: int, *, optimize: bool = True) -> Any:
@@ -48,21 +41,36 @@ class OnnxBackend:
         model_path: str | Path,
         *,
         intra_op_threads: int = 1,
-        providers: list[str] | None = None,
+        placement: Placement | None = None,
         disabled_optimizers: tuple[str, ...] = DISABLED_OPTIMIZERS,
     ) -> None:
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
         self.intra_op_threads = intra_op_threads
+        self.placement = placement or Placement.cpu()
+        cache = engine_cache_dir(self.model_path) if self.placement.uses_engine_cache else None
         self.session = ort.InferenceSession(
             str(self.model_path),
             sess_options=session_options(intra_op_threads),
-            providers=providers or available_providers(),
-            disabled_optimizers=list(disabled_optimizers),
+            providers=self.placement.session_providers(cache),
+            # The CPU kernel is slow (above); on a GPU the fused SkipLayerNormalization is the fast one.
+            disabled_optimizers=[] if self.placement.on_gpu else list(disabled_optimizers),
         )
+        self._check_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_shapes: dict[str, Shape] = {i.name: tuple(i.shape) for i in self.session.get_inputs()}
+
+    def _check_providers(self) -> None:
+        # onnxruntime falls back to the CPU, silently, when a GPU provider's libraries (CUDA, cuDNN, TensorRT)
+        # fail to load: that would serve a GPU-measured artifact on the CPU.
+        wanted, got = self.placement.providers[0], self.session.get_providers()
+        if wanted not in got:
+            raise PlacementUnavailable(
+                f"onnxruntime could not start {wanted} for {self.model_path.name} (it offered {', '.join(got)})",
+                "check that the CUDA, cuDNN and TensorRT libraries onnxruntime-gpu needs are installed and found",
+            )
 
     def run(self, inputs: Arrays) -> Arrays:
         feeds = {name: inputs[name] for name in self.input_names}
@@ -77,5 +85,17 @@ class OnnxBackend:
             "runtime": "onnxruntime",
             "model": self.model_path.name,
             "providers": self.session.get_providers(),
+            "placement": self.placement.label,
             "intra_op_threads": self.intra_op_threads,
         }
+
+
+def open_backend(model_path: str | Path, placement: Placement | None = None, intra_op_threads: int = 1) -> Backend:
+    """An ONNX Runtime session on `placement`, padded to its shape buckets where it has them."""
+
+    backend = OnnxBackend(model_path, intra_op_threads=intra_op_threads, placement=placement)
+    if not backend.placement.batch_buckets:
+        return backend
+    return BucketedBackend(
+        backend, backend.input_shapes, backend.placement.batch_buckets, backend.placement.sequence_buckets
+    )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from inferopt.errors import InferoptError
+from inferopt.runtime.placement import DEVICE_HELP
 from inferopt.serve.config import ServeConfig, env_var
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def serve_command(
     cache_ttl: Annotated[int, _opt("Seconds a cache entry lives (in memory and in Redis)", "cache_ttl")] = _D.cache_ttl,
     cache_memory_mb: Annotated[float, _opt("In-process cache size", "cache_memory_mb")] = _D.cache_memory_mb,
     sessions: Annotated[int | None, _opt("Runtime sessions (workers) (default: the artifact's)", "sessions")] = None,
+    device: Annotated[str | None, _opt(DEVICE_HELP, "device")] = None,
     access_log: Annotated[bool, _opt("One JSON line per request on stderr", "access_log")] = _D.access_log,
     drain_timeout_s: Annotated[float, _opt("On SIGTERM, how long in-flight work may finish", "drain_timeout_s")] = (
         _D.drain_timeout_s
@@ -159,6 +161,7 @@ def serve_command(
         cache_ttl=cache_ttl,
         cache_memory_mb=cache_memory_mb,
         sessions=sessions,
+        device=device,
         access_log=access_log,
         drain_timeout_s=drain_timeout_s,
         served_model_names=tuple(served_model_name or ()),
@@ -212,12 +215,14 @@ def build_app(config: ServeConfig, *, access_log: AccessLog | None = None) -> Fa
     artifact = load_artifact(config.artifact)
     task = for_artifact(artifact.manifest, artifact.path)  # a task this inferopt cannot serve: a one-line error now
     _check_features(config, task)
+    placements = artifact.resolve_placements(config.device)  # a GPU this machine lacks: a one-line error now
     load = partial(
         ServingModel.from_artifact,
         artifact,
         sessions=config.sessions,
         aliases=config.served_model_names,
         min_warm=config.min_warm,
+        placements=placements,
     )
     return create_app(config, load, access_log=access_log)
 

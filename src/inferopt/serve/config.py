@@ -46,6 +46,7 @@ class ServeConfig:
     cache_ttl: int = 86_400  # seconds an entry lives, in memory and in Redis (keys carry the artifact id)
     cache_memory_mb: float = 256.0
     sessions: int | None = None  # None: the artifact's benchmarked number of runtime sessions
+    device: str | None = None  # "cpu": run there whatever the artifact was benchmarked on; None: where it was
     access_log: bool = True
     drain_timeout_s: float = 30.0
     served_model_names: tuple[str, ...] = ()  # names the model also answers to (the first one is shown)
@@ -95,6 +96,10 @@ class ServeConfig:
             )
         if not 0 <= self.runtime_nice <= 19:
             raise InputError(f"--runtime-nice {self.runtime_nice} is not a niceness step", "give 0 to 19")
+        if self.device not in (None, "cpu"):
+            raise InputError(
+                f"--device {self.device!r} is not a choice", "leave it out to run where the benchmark ran, or pass cpu"
+            )
         for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s", "feature_max_stale_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")

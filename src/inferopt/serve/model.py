@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from inferopt.artifact import Artifact
+from inferopt.artifact import Artifact, Placements
 from inferopt.batching import BatchPolicy
 from inferopt.drift.reference import DriftReference
 from inferopt.runtime.base import Arrays, Backend, RuntimeSettings
@@ -35,20 +35,31 @@ class ServingModel:
 
     @classmethod
     def from_artifact(
-        cls, artifact: Artifact, *, sessions: int | None = None, aliases: tuple[str, ...] = (), min_warm: int = 1
+        cls,
+        artifact: Artifact,
+        *,
+        sessions: int | None = None,
+        aliases: tuple[str, ...] = (),
+        min_warm: int = 1,
+        placements: Placements | None = None,
     ) -> ServingModel:
         """Open `sessions` onnxruntime sessions on the default path (default: as many as the artifact's benchmark
-        chose) and `min_warm` on each other path; never fewer than `min_warm` on any."""
-        from inferopt.runtime.onnx import OnnxBackend
+        chose) and `min_warm` on each other path; never fewer than `min_warm` on any. Each path opens where its
+        benchmark ran (`placements`, default: as the artifact records them, refused where this machine cannot)."""
+        from inferopt.runtime.onnx import open_backend
         from inferopt.tasks.registry import for_artifact
 
+        placements = placements or artifact.resolve_placements()
         settings = artifact.settings
         count = max(sessions or settings.sessions, min_warm)
         backends: list[Backend] = [
-            OnnxBackend(artifact.model_file, intra_op_threads=settings.intra_op_threads) for _ in range(count)
+            open_backend(artifact.model_file, placements.default, settings.intra_op_threads) for _ in range(count)
         ]
         paths: dict[str, list[Backend]] = {
-            name: [OnnxBackend(file, intra_op_threads=path_settings.intra_op_threads) for _ in range(max(1, min_warm))]
+            name: [
+                open_backend(file, placements.paths[name], path_settings.intra_op_threads)
+                for _ in range(max(1, min_warm))
+            ]
             for name, (file, path_settings, _) in artifact.paths.items()
         }
         return cls(

@@ -137,3 +137,48 @@ def test_a_grpc_port_already_taken_ends_inferopt_serve_with_one_line_and_exit_2(
     assert run.returncode == 2, run.stderr
     assert f"error: The server stopped: gRPC could not listen on 127.0.0.1:{grpc_port}" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def _measured_on_cuda(artifact: Path, tmp_path: Path) -> Path:
+    """The artifact as a GPU host's optimize would have written it: the same files, a CUDA placement."""
+    import json
+    import shutil
+
+    from inferopt.runtime.placement import Placement
+
+    copy = tmp_path / "on-cuda"
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    placement = Placement.cuda()
+    manifest["runtime"] |= {"placement": placement.to_dict(), "providers": list(placement.providers)}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_gpu_measured_artifact_is_refused_without_a_gpu_and_runs_on_the_cpu_when_asked(
+    minilm_artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from inferopt.runtime.placement import Placement, gpu_providers
+
+    if gpu_providers():
+        pytest.skip("this machine has a CUDA GPU")
+    cpu_measured = load_artifact(minilm_artifact)
+    assert cpu_measured.placement == Placement.cpu()  # recorded by optimize, read back
+    assert cpu_measured.manifest["runtime"]["placement"]["providers"] == ["CPUExecutionProvider"]
+    on_cuda = _measured_on_cuda(minilm_artifact, tmp_path)
+    assert load_artifact(on_cuda).placement == Placement.cuda()
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "inferopt", "serve", str(on_cuda), "--port", str(free_port()), "--no-access-log"],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "was benchmarked on cuda:0, and this machine lacks onnxruntime's CUDAExecutionProvider" in refused.stderr
+    assert "--device cpu" in refused.stderr and "Traceback" not in refused.stderr
+
+    texts = ["A man is playing a guitar.", "Three dogs run on the beach."]
+    with Embedder.from_artifact(minilm_artifact) as expected, Embedder.from_artifact(on_cuda, device="cpu") as moved:
+        np.testing.assert_allclose(moved.embed(texts), expected.embed(texts), atol=1e-6)
+    assert "runs on the CPU (--device cpu): its measured speed no longer applies" in caplog.text
+    with pytest.raises(Exception, match="--device 'cuda' is not a choice"):
+        Embedder.from_artifact(on_cuda, device="cuda")

@@ -187,3 +187,19 @@ def test_a_ready_replica_serves_its_own_metrics_on_its_port() -> None:
     assert scraped.startswith(b"HTTP/1.1 200 OK") and scraped.endswith(b"\r\n\r\ninferopt_up 1\n")
     assert b"Content-Type: text/plain" in scraped
     assert posted.startswith(b"HTTP/1.1 405")
+
+
+@pytest.mark.parametrize(("device", "gpus"), [(None, 1.0), ("cpu", 0.0)])
+def test_a_gpu_measured_artifact_reserves_a_gpu_per_replica_unless_sent_to_the_cpu(
+    device: str | None, gpus: float
+) -> None:
+    from inferopt.artifact import Artifact
+    from inferopt.deploy.ray import _with_artifact
+    from inferopt.runtime.placement import Placement
+
+    artifact = Artifact(Path("/a"), {"runtime": {"placement": Placement.cuda().to_dict()}, "files": {}})
+    deployed = _with_artifact(RayDeployConfig(serve=ServeConfig(Path("a"), device=device), replicas=2), artifact)
+    assert deployed.num_gpus == gpus and deployed.serve.artifact == Path("/a").resolve()
+    actor = deployed.deployment_options()["ray_actor_options"]
+    assert actor == ({"num_cpus": 1.0, "num_gpus": 1.0} if gpus else {"num_cpus": 1.0})
+    assert ("1 GPU each" in deployed.describe()) == bool(gpus)

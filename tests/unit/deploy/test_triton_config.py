@@ -22,6 +22,7 @@ from inferopt.deploy.triton import (
     triton_name,
 )
 from inferopt.errors import ArtifactError, InputError
+from inferopt.runtime.placement import Placement
 from inferopt.tasks.base import IOSchema, TensorSpec
 
 TWO_INPUTS = IOSchema(
@@ -36,6 +37,7 @@ def artifact_of(
     settings: dict[str, int] | None = None,
     paths: dict[str, Any] | None = None,
     model_name: str = "acme/Risk Model v2",
+    placement: Placement | None = None,
 ) -> Artifact:
     manifest = {
         "schema_version": 2,
@@ -52,6 +54,8 @@ def artifact_of(
         "io": io.to_dict(),
         "files": {"model.onnx": "0" * 64},
     }
+    if placement is not None:
+        manifest["runtime"] |= {"placement": placement.to_dict(), "providers": list(placement.providers)}
     return Artifact(Path("/artifact"), manifest)
 
 
@@ -80,6 +84,26 @@ def test_the_config_parses_with_tritons_proto_and_carries_the_benchmarked_settin
     assert (group.count, model_config_pb2().ModelInstanceGroup.Kind.Name(group.kind)) == (3, "KIND_CPU")
     parameters = {key: value.string_value for key, value in config.parameters.items()}
     assert parameters == {"intra_op_thread_count": "2", "inter_op_thread_count": "1", "execution_mode": "0"}
+
+
+@pytest.mark.parametrize(
+    ("placement", "accelerator"),
+    [(Placement.cuda(1), None), (Placement.tensorrt(1, precision="fp16"), "FP16")],
+    ids=["cuda", "tensorrt"],
+)
+def test_a_gpu_measured_artifact_gets_gpu_instances_where_it_was_measured(
+    placement: Placement, accelerator: str | None
+) -> None:
+    config = config_of(artifact_of(placement=placement))
+    (group,) = config.instance_group
+    kind = model_config_pb2().ModelInstanceGroup.Kind.Name(group.kind)
+    assert (group.count, kind, list(group.gpus)) == (3, "KIND_GPU", [1])
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    if accelerator is None:
+        assert len(accelerators) == 0
+    else:
+        (trt,) = accelerators
+        assert (trt.name, dict(trt.parameters)) == ("tensorrt", {"precision_mode": accelerator})
 
 
 def test_options_override_the_batch_size_and_delay_and_the_preferred_size_stays_the_benchmarked_one() -> None:

@@ -30,6 +30,7 @@ from inferopt.serve.testing import bundled_text_task
         ({"jobs_concurrency": 0}, "--jobs-concurrency 0 must be at least 1"),
         ({"runtime_nice": 20}, "--runtime-nice 20 is not a niceness step"),
         ({"runtime_nice": -1}, "--runtime-nice -1 is not a niceness step"),
+        ({"device": "gpu"}, "--device 'gpu' is not a choice"),
         (
             {"jobs": "redis://127.0.0.1:6379/14", "jobs_chunk_items": 64, "max_queue": 32},
             "--jobs-chunk-items 64 exceeds",
@@ -88,7 +89,9 @@ def test_flags_and_environment_reach_the_config(monkeypatch: pytest.MonkeyPatch,
     assert result.exit_code == 0, result.output
     (config,) = seen
     assert (config.port, config.max_batch, config.max_wait_ms, config.cache) == (8123, 4, 7.5, "off")
-    assert config.artifact == tmp_path and config.sessions is None
+    assert config.artifact == tmp_path and config.sessions is None and config.device is None
+    result = CliRunner().invoke(app, [str(tmp_path), "--device", "cpu"], env=env)
+    assert result.exit_code == 0 and seen[-1].device == "cpu", result.output
 
 
 def test_served_model_names_come_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
