@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 STSB   := ../shared/data/stsbenchmark/sts-dev.csv
 DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
 
-.PHONY: setup demo demo-image demo-recsys demo-risk test lint bench clean proto
+.PHONY: setup demo demo-image demo-recsys demo-risk test lint bench bench-gpu clean proto
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench: setup  ## the side-by-side benchmark tables recorded in docs/BENCHMARKS.m
 	$(PY) benchmarks/tracing_cost.py build/bench/optimized/artifact --json build/bench/tracing_cost.json
 	$(PY) benchmarks/ray_serve.py build/bench/optimized/artifact --json build/bench/ray_serve.json
 	$(PY) benchmarks/transports.py build/bench/optimized/artifact --json build/bench/transports.json
+
+bench-gpu: setup  ## NVIDIA GPU + onnxruntime-gpu in place of onnxruntime (docs/GPU.md): optimize there, then the pick vs PyTorch eager on the GPU
+	$(PY) -m inferopt optimize --out build/bench/gpu --force
+	$(PY) benchmarks/gpu.py build/bench/gpu/artifact --json build/bench/gpu.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -4,10 +4,12 @@ data). A recipe never names a task: it asks the context for calibration batches 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -156,3 +158,16 @@ def onnx_variant(
         notes=notes or {},
         placement=placement,
     )
+
+
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizers log advice at WARNING on the root logger: silenced while they run, and the
+    level put back after, so that the process's own warnings (a user's, serve's) are not silenced with them."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -14,14 +14,13 @@ channel; 7-bit weights without VNNI), never on the MatMuls of constants only or 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
+from inferopt.recipes.base import BuildContext, Variant, onnx_variant, quiet_root_logger, register
 
 MIN_TABLE_ROWS = 64  # smaller "tables" are weights: a per-row scale would cost more than it saves
 
@@ -150,17 +149,17 @@ def _quantize_linear(source: Path, out: Path, nodes: list[str], reduce_range: bo
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs advice at WARNING on the root logger
-    quantize_dynamic(
-        source,
-        out,
-        per_channel=True,
-        reduce_range=reduce_range,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_quantize=nodes,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with quiet_root_logger():
+        quantize_dynamic(
+            source,
+            out,
+            per_channel=True,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 @register(EmbeddingInt8Config)

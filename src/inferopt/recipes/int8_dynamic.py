@@ -9,13 +9,12 @@ it the AVX2/AVX-512 u8s8 path (vpmaddubsw) can saturate its int16 sums, so weigh
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from inferopt.hardware import CpuInfo
-from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
+from inferopt.recipes.base import BuildContext, Variant, onnx_variant, quiet_root_logger, register
 from inferopt.recipes.graph import fused_model
 
 
@@ -97,19 +96,20 @@ def quantize_dynamic_model(context: BuildContext, config: DynamicInt8Config, out
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs advice at WARNING on the root logger
-    quantize_dynamic(
-        base_graph(context, config),
-        out,
-        per_channel=config.per_channel,
-        reduce_range=config.reduce_range,
-        weight_type=QuantType.QInt8 if config.weight_type == "s8" else QuantType.QUInt8,
-        op_types_to_quantize=list(config.op_types) or None,
-        nodes_to_exclude=list(config.exclude_nodes) or None,
-        # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference; their float
-        # outputs need stating so the quantizer can type the MatMuls that follow them.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    graph = base_graph(context, config)
+    with quiet_root_logger():
+        quantize_dynamic(
+            graph,
+            out,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            weight_type=QuantType.QInt8 if config.weight_type == "s8" else QuantType.QUInt8,
+            op_types_to_quantize=list(config.op_types) or None,
+            nodes_to_exclude=list(config.exclude_nodes) or None,
+            # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference; their float
+            # outputs need stating so the quantizer can type the MatMuls that follow them.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return out
 
 

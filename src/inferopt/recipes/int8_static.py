@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
+from inferopt.recipes.base import BuildContext, Variant, onnx_variant, quiet_root_logger, register
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,7 @@ def build_static_int8(context: BuildContext, config: StaticInt8Config) -> Varian
     calibration = context.calibration.first(config.calibration_items)
     batches = calibration.batches(config.calibration_batch)
     out = context.work_dir / f"{config.name}.onnx"
-    logging.getLogger().setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
+    with quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
         quantize_static(
             context.fp32_onnx,
             out,

@@ -4,6 +4,7 @@ come alone (and are batched with strangers) or as one list; and `inferopt serve`
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import signal
 import subprocess
@@ -177,6 +178,7 @@ def test_a_gpu_measured_artifact_is_refused_without_a_gpu_and_runs_on_the_cpu_wh
     assert "--device cpu" in refused.stderr and "Traceback" not in refused.stderr
 
     texts = ["A man is playing a guitar.", "Three dogs run on the beach."]
+    caplog.set_level(logging.WARNING, logger="inferopt.runtime.placement")
     with Embedder.from_artifact(minilm_artifact) as expected, Embedder.from_artifact(on_cuda, device="cpu") as moved:
         np.testing.assert_allclose(moved.embed(texts), expected.embed(texts), atol=1e-6)
     assert "runs on the CPU (--device cpu): its measured speed no longer applies" in caplog.text
