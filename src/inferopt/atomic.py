@@ -83,6 +83,7 @@ def cleanup_survives_ctrl_c() -> Iterator[None]:
     try:
         yield
     finally:
+        stop.close()
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -92,14 +93,21 @@ class _StopOnce:
 
     Python cannot raise out of a weakref callback or a __del__ (importlib runs one for every module lock): it
     hands the exception to sys.unraisablehook and goes on. That would lose the one Ctrl-C we act on, with the
-    later ones ignored, and the work would run to its end. So a swallowed one is delivered again."""
+    later ones ignored, and the work would run to its end. So a swallowed one is delivered again, from a helper
+    thread that interrupts the main thread until the interrupt is raised somewhere it can propagate."""
 
     def __init__(self) -> None:
         self.raised: KeyboardInterrupt | None = None
         self.on_sigint = self._on_sigint  # one bound method, so that getsignal() can be compared with it
+        # Re-entrant: the handler runs in the main thread between any two bytecodes, also inside `with _lock`.
+        self._lock = threading.RLock()
+        self._pending = False  # swallowed and not raised again yet
+        self._active = True  # False once the protected block is over: nothing may be delivered after it
         self._redelivery: threading.Thread | None = None
 
     def _on_sigint(self, signum: int, frame: object) -> None:
+        with self._lock:
+            self._pending = False
         ignore_further_ctrl_c()
         self.raised = KeyboardInterrupt()
         raise self.raised
@@ -108,18 +116,27 @@ class _StopOnce:
         """The unraisable hook: True when it was our KeyboardInterrupt, armed again to be raised elsewhere."""
         if self.raised is None or unraisable.exc_value is not self.raised or not _in_main_thread():
             return False
-        if self._redelivery is None or not self._redelivery.is_alive():
-            self._redelivery = threading.Thread(target=self._redeliver, name="inferopt-ctrl-c", daemon=True)
-            self._redelivery.start()
-        signal.signal(signal.SIGINT, self.on_sigint)  # last: no Python code runs between this and our return
+        with self._lock:
+            self._pending = True
+            if self._redelivery is None:  # cleared, under the lock, by a thread that has decided to stop
+                self._redelivery = threading.Thread(target=self._redeliver, name="inferopt-ctrl-c", daemon=True)
+                self._redelivery.start()
+            signal.signal(signal.SIGINT, self.on_sigint)
         return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._active = False
+            self._pending = False
 
     def _redeliver(self) -> None:
         while True:
             time.sleep(0.05)  # after the hook has returned, so that the interrupt lands in ordinary code
-            if signal.getsignal(signal.SIGINT) is not self.on_sigint:
-                return  # delivered (the handler is SIG_IGN now), or the work is over
-            _thread.interrupt_main(signal.SIGINT)
+            with self._lock:
+                if not (self._pending and self._active):
+                    self._redelivery = None
+                    return
+                _thread.interrupt_main(signal.SIGINT)
 
 
 def _in_main_thread() -> bool:

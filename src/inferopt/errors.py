@@ -23,5 +23,9 @@ class ArtifactError(InferoptError):
     """An artifact that is missing, malformed or tampered with."""
 
 
+class PlacementUnavailable(InferoptError):
+    """This machine cannot give the placement an artifact was benchmarked on (runtime/placement.py)."""
+
+
 class BudgetNotMet(InferoptError):
     """No variant stayed within the accuracy budget."""

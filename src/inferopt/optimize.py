@@ -249,9 +249,11 @@ def _final_rounds(result: RunResult, task: Task, data: EvalSet, config: Optimize
 
 def _onnx_variant(result: VariantResult) -> Any:
     from inferopt.recipes.base import onnx_variant
+    from inferopt.runtime.placement import Placement
 
     assert result.model_path is not None  # servable variants have one
-    return onnx_variant(result.name, None, result.model_path)
+    # On the placement it was benchmarked on: the final rounds decide the pick, and the manifest carries them.
+    return onnx_variant(result.name, None, result.model_path, placement=Placement.from_dict(result.placement))
 
 
 def _write_outputs(staging: Path, result: RunResult, task: Task, work: Path) -> Path | None:

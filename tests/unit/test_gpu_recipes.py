@@ -59,3 +59,14 @@ def test_gpu_variants_are_measured_as_one_or_two_sessions_of_one_thread(tmp_path
     assert thread_layouts(on_gpu, cores=16) == [(1, 1), (2, 1)]
     assert thread_layouts(on_cpu, cores=16) == [(1, 16), (16, 1)]
     assert not on_gpu.multi_session and on_cpu.multi_session
+
+
+def test_the_final_rounds_run_a_contender_where_it_was_benchmarked(tmp_path: Path) -> None:
+    from inferopt.optimize import _onnx_variant
+    from inferopt.results import VariantResult
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not opened here")
+    measured = VariantResult("onnx-fp16-cuda", {}, "onnxruntime", True, model_path=model)
+    measured.placement = Placement.tensorrt(1).to_dict()
+    assert _onnx_variant(measured).placement == Placement.tensorrt(1)

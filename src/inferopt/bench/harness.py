@@ -75,6 +75,13 @@ class BenchResult:
         }
 
 
+def warmed(backend: Backend, task: Task, sample: Sequence[Any]) -> Backend:
+    """`backend` after its warm-up, as serve warms it: a bucketed one (TensorRT) builds its largest shape then,
+    so no engine build lands inside a timed window."""
+    backend.warmup(task.collate(task.preprocess(list(sample[:1]))))
+    return backend
+
+
 def thread_layouts(variant: Variant, cores: int) -> list[tuple[int, int]]:
     """(instances, intra-op threads each). Torch keeps one process-wide thread pool: one layout only. On a GPU
     one CPU thread feeds each session, and a second session (its own CUDA stream) overlaps one batch's copies and
@@ -135,7 +142,7 @@ def benchmark_variant(
 ) -> BenchResult:
     sample = representative_sample(inputs, min(plan.max_texts, task.bench_inputs))
     with PeakRss() as rss:
-        single = variant.make_backend(cores)
+        single = warmed(variant.make_backend(cores), task, sample)
         samples = measure_latency(single, task, sample, plan.latency_samples)
         advance()
         sweep = []
@@ -144,7 +151,7 @@ def benchmark_variant(
             backends = (
                 [single]
                 if (sessions, threads) == (1, cores)
-                else [variant.make_backend(threads) for _ in range(sessions)]
+                else [warmed(variant.make_backend(threads), task, sample) for _ in range(sessions)]
             )
             for batch_size in plan.batch_sizes:
                 with Predictor(task, backends, batch_size=batch_size) as predictor:
@@ -181,7 +188,7 @@ def interleaved_rounds(
     predictors = {
         name: Predictor(
             task,
-            [variant.make_backend(settings.intra_op_threads) for _ in range(settings.sessions)],
+            [warmed(variant.make_backend(settings.intra_op_threads), task, sample) for _ in range(settings.sessions)],
             batch_size=settings.batch_size,
         )
         for name, (variant, settings) in contenders.items()

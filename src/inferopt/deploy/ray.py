@@ -327,7 +327,8 @@ def _with_artifact(config: RayDeployConfig, artifact: Artifact) -> RayDeployConf
     one and is to run there (not with --device cpu)."""
     from dataclasses import replace
 
-    on_gpu = artifact.placement.on_gpu and config.serve.device is None
+    placements = [artifact.placement, *artifact.path_placements.values()]
+    on_gpu = any(p.on_gpu for p in placements) and config.serve.device is None
     return replace(
         config,
         serve=replace(config.serve, artifact=Path(artifact.path).resolve()),

@@ -5,9 +5,10 @@
   same tensors as on CPU) and keeps in float32 the ops whose sums lose most in float16 (FP32_OPS).
 - `tensorrt-fp16`: the float32 graph handed to TensorRT with FP16 kernels allowed; TensorRT picks per layer.
 
-BERT-family encoders get ONNX Runtime's GPU fusions first (SkipLayerNormalization included: unlike the CPU
-kernel, the CUDA one is the fast path). Each variant carries its placement, which the benchmark runs it on
-and the manifest records, so serve runs it where it was measured.
+On CUDA, BERT-family encoders get ONNX Runtime's GPU fusions first (SkipLayerNormalization included: unlike
+the CPU kernel, the CUDA one is the fast path); TensorRT gets the plain export and fuses it itself. Each
+variant carries its placement, which the benchmark runs it on and the manifest records, so serve runs it where
+it was measured.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def _fuse_for_gpu(context: BuildContext) -> Path:
 
 @register(GpuConfig)
 def build_gpu(context: BuildContext, config: GpuConfig) -> Variant:
-    graph = gpu_fused_model(context) if context.fusion.kind == "bert" else context.fp32_onnx
+    # TensorRT's parser takes standard ONNX ops only: onnxruntime's fused ones (Attention, SkipLayerNormalization)
+    # would stay on CUDA and leave TensorRT fragments. It gets the export and fuses it itself.
+    fused = context.fusion.kind == "bert" and config.provider == "cuda"
+    graph = gpu_fused_model(context) if fused else context.fp32_onnx
     notes: dict[str, Any] = {"placement": config.placement.label}
     if config.provider == "cuda" and config.precision == "fp16":
         graph = to_float16(graph, context.work_dir / f"{config.name}.onnx", config.fp32_ops)

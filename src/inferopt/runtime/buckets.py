@@ -25,6 +25,10 @@ def bucket(size: int, buckets: Sequence[int]) -> int:
     return next((b for b in buckets if b >= size), size)
 
 
+def _sequence_axes(shapes: dict[str, Shape]) -> dict[str, int]:
+    return {name: list(shape).index(SEQUENCE_AXIS) for name, shape in shapes.items() if SEQUENCE_AXIS in shape}
+
+
 class BucketedBackend:
     def __init__(
         self,
@@ -32,19 +36,25 @@ class BucketedBackend:
         input_shapes: dict[str, Shape],
         batch_buckets: Sequence[int],
         sequence_buckets: Sequence[int] = (),
+        output_shapes: dict[str, Shape] | None = None,
     ) -> None:
         self.inner = inner
         self.batch_buckets = tuple(batch_buckets)
         self.sequence_buckets = tuple(sequence_buckets)
-        # input name -> the index of its sequence axis, for the inputs that have one
-        self.sequence_axes = {
-            name: shape.index(SEQUENCE_AXIS) for name, shape in input_shapes.items() if SEQUENCE_AXIS in shape
-        }
+        # tensor name -> the index of its sequence axis, for the inputs (and outputs) that have one
+        self.sequence_axes = _sequence_axes(input_shapes)
+        self.output_sequence_axes = _sequence_axes(output_shapes or {})
 
     def run(self, inputs: Arrays) -> Arrays:
+        """The inner backend's outputs for `inputs` padded to their buckets, cut back to `inputs`' own rows and,
+        on an output's sequence axis, to their own length."""
         rows = len(next(iter(inputs.values())))
-        padded = self.pad(inputs)
-        return {name: value[:rows] for name, value in self.inner.run(padded).items()}
+        lengths = [inputs[name].shape[axis] for name, axis in self.sequence_axes.items() if name in inputs]
+        outputs = {name: value[:rows] for name, value in self.inner.run(self.pad(inputs)).items()}
+        for name, axis in self.output_sequence_axes.items():
+            if name in outputs and lengths:
+                outputs[name] = np.take(outputs[name], np.arange(max(lengths)), axis=axis)
+        return outputs
 
     def pad(self, inputs: Arrays, rows: int | None = None, length: int | None = None) -> Arrays:
         """`inputs` padded to their buckets (rows to a batch bucket, token axes to a sequence bucket), or to at

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from inferopt.errors import PlacementUnavailable
 from inferopt.runtime.base import Arrays, Backend
 from inferopt.runtime.buckets import BucketedBackend, Shape
-from inferopt.runtime.placement import Placement, PlacementUnavailable, engine_cache_dir
+from inferopt.runtime.placement import Placement, engine_cache_dir
 
 # ONNX Runtime's CPU SkipLayerNormalization kernel measured 4x slower than the LayerNormalization + Add it
 # replaces (onnxruntime 1.32, AVX-512 CPU: 1,040 ms vs 238 ms over STS-B dev, one thread), where it was 29% of
@@ -49,7 +50,7 @@ class OnnxBackend:
         self.model_path = Path(model_path)
         self.intra_op_threads = intra_op_threads
         self.placement = placement or Placement.cpu()
-        cache = engine_cache_dir(self.model_path) if self.placement.uses_engine_cache else None
+        cache = engine_cache_dir(self.model_path, self.placement) if self.placement.uses_engine_cache else None
         self.session = ort.InferenceSession(
             str(self.model_path),
             sess_options=session_options(intra_op_threads),
@@ -61,6 +62,7 @@ class OnnxBackend:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_shapes: dict[str, Shape] = {i.name: tuple(i.shape) for i in self.session.get_inputs()}
+        self.output_shapes: dict[str, Shape] = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
 
     def _check_providers(self) -> None:
         # onnxruntime falls back to the CPU, silently, when a GPU provider's libraries (CUDA, cuDNN, TensorRT)
@@ -96,6 +98,7 @@ def open_backend(model_path: str | Path, placement: Placement | None = None, int
     backend = OnnxBackend(model_path, intra_op_threads=intra_op_threads, placement=placement)
     if not backend.placement.batch_buckets:
         return backend
+    placement = backend.placement
     return BucketedBackend(
-        backend, backend.input_shapes, backend.placement.batch_buckets, backend.placement.sequence_buckets
+        backend, backend.input_shapes, placement.batch_buckets, placement.sequence_buckets, backend.output_shapes
     )

@@ -17,21 +17,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from inferopt.errors import InferoptError
+from inferopt.errors import InferoptError, PlacementUnavailable
+
+__all__ = ["Placement", "PlacementUnavailable", "missing", "require", "resolve"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 DEVICES = ("cpu", "cuda")
 GPU_PROVIDERS = (TENSORRT, CUDA)
-DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # up to the benchmark's largest batch (BenchPlan)
 DEFAULT_SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
 DEVICE_HELP = "cpu: run on the CPU whatever the artifact was benchmarked on (default: where it was benchmarked)"
 GPU_EXTRA_HINT = "pip install 'inferopt[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU and its driver"
-
-
-class PlacementUnavailable(InferoptError):
-    """This machine cannot give the placement: the message says what is missing."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,10 @@ class Placement:
     tensorrt_precision: str = "fp32"  # fp32 | fp16 | int8 (TensorRT only)
 
     def __post_init__(self) -> None:
+        for name in ("version", "device_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"placement {name} must be a whole number >= 0, not {value!r}")
         if self.device not in DEVICES:
             raise ValueError(f"placement device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if not self.providers:
@@ -132,17 +134,32 @@ class Placement:
         return cls(**values)
 
 
-def engine_cache_dir(model_path: Path) -> Path:
-    """Where TensorRT keeps the engines it built for this model file, so that a restart loads them instead of
-    building them again (minutes for a large model). Keyed by the file's hash: a changed model never meets a
-    stale engine. INFEROPT_ENGINE_CACHE moves the root (default: ~/.cache/inferopt/tensorrt)."""
+def engine_cache_dir(model_path: Path, placement: Placement) -> Path:
+    """Where TensorRT keeps the engines it built for this model, so that a restart loads them instead of building
+    them again (minutes for a large model). An engine holds the graph, the precision, the GPU it was built for
+    and the TensorRT inside onnxruntime, so all of them key the folder: nothing stale is ever loaded.
+    INFEROPT_ENGINE_CACHE moves the root (default: ~/.cache/inferopt/tensorrt)."""
+    import onnxruntime as ort
+
+    from inferopt.hardware import gpu_info, package_versions
+
     digest = hashlib.sha256()
     with model_path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+    gpus = {g.index: f"{g.name} {g.compute_capability}" for g in gpu_info()}
+    context = [placement.tensorrt_precision, ort.__version__, gpus.get(placement.device_id, "")]
+    context += list(package_versions(("tensorrt", "tensorrt-cu12")).values())
+    digest.update("\0".join(context).encode())
     default_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "inferopt" / "tensorrt"
     folder = Path(os.environ.get("INFEROPT_ENGINE_CACHE") or default_root) / digest.hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InferoptError(
+            f"TensorRT's engine cache {folder} cannot be created ({exc.strerror})",
+            "set INFEROPT_ENGINE_CACHE to a writable folder",
+        ) from exc
     return folder
 
 
@@ -154,8 +171,18 @@ def missing(placement: Placement, providers: list[str], gpus: int) -> list[str]:
     if gpus == 0:
         lacking.append("an NVIDIA GPU (nvidia-smi finds none)")
     elif placement.device_id >= gpus:
-        lacking.append(f"GPU {placement.device_id} (this machine has {gpus})")
+        lacking.append(f"GPU {placement.device_id} (this process sees {gpus}; CUDA_VISIBLE_DEVICES may narrow them)")
     return lacking
+
+
+def visible_gpus(installed: int) -> int:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES narrows the installed ones (Ray gives each replica
+    its own GPU that way, as device 0)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return installed
+    ids = [part.strip() for part in visible.split(",") if part.strip()]
+    return len(ids[: ids.index("-1")] if "-1" in ids else ids)  # CUDA stops at the first invalid id
 
 
 def gpu_providers() -> tuple[str, ...]:
@@ -165,7 +192,7 @@ def gpu_providers() -> tuple[str, ...]:
     from inferopt.hardware import gpu_info
 
     have = list(ort.get_available_providers())
-    gpus = len(gpu_info())
+    gpus = visible_gpus(len(gpu_info()))
     return tuple(p for p in GPU_PROVIDERS if gpus and p in have and (p == CUDA or CUDA in have))
 
 
@@ -177,7 +204,7 @@ def require(placement: Placement, what: str = "the artifact") -> None:
 
     from inferopt.hardware import gpu_info
 
-    lacking = missing(placement, list(ort.get_available_providers()), len(gpu_info()))
+    lacking = missing(placement, list(ort.get_available_providers()), visible_gpus(len(gpu_info())))
     if lacking:
         raise PlacementUnavailable(
             f"{what} was benchmarked on {placement.label}, and this machine lacks {', '.join(lacking)}",

@@ -78,3 +78,19 @@ def test_warmup_builds_the_example_bucket_and_the_largest_shape() -> None:
     bucketed.warmup(_batch(1, 10, np.random.default_rng(0)))
     assert inner.shapes == [(1, 16), (8, 32)]
     assert bucketed.info() == {"runtime": "recorder", "batch_buckets": [1, 2, 4, 8], "sequence_buckets": [16, 32]}
+
+
+class TokenLevel(Recorder):
+    """A per-token output (batch, sequence): what a user's tagging model returns."""
+
+    def run(self, inputs: Arrays) -> Arrays:
+        self.shapes.append(inputs["input_ids"].shape)
+        return {"tokens": (inputs["input_ids"] * inputs["attention_mask"]).astype(np.float32)}
+
+
+def test_a_per_token_output_comes_back_at_the_inputs_own_length() -> None:
+    inputs = _batch(3, 10, np.random.default_rng(1))
+    inner = TokenLevel()
+    out = BucketedBackend(inner, SHAPES, (4,), (16,), {"tokens": ("batch", "sequence")}).run(inputs)
+    assert inner.shapes == [(4, 16)]
+    np.testing.assert_array_equal(out["tokens"], TokenLevel().run(inputs)["tokens"])

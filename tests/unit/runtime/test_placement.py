@@ -26,7 +26,7 @@ def test_labels_and_providers() -> None:
     assert Placement.cuda(1).label == "cuda:1" and Placement.cuda().providers == (CUDA, CPU)
     trt = Placement.tensorrt(precision="fp16")
     assert trt.label == "tensorrt:0 fp16" and trt.providers == (TENSORRT, CUDA, CPU)
-    assert trt.batch_buckets == (1, 2, 4, 8, 16, 32)  # TensorRT builds engines for known shapes
+    assert trt.batch_buckets == (1, 2, 4, 8, 16, 32, 64)  # TensorRT builds engines for known shapes
 
 
 def test_provider_options_follow_the_placement(tmp_path: Path) -> None:
@@ -48,6 +48,8 @@ def test_provider_options_follow_the_placement(tmp_path: Path) -> None:
         ({"device": "cuda", "providers": (CPU,)}, "starts with TensorrtExecutionProvider or CUDAExecutionProvider"),
         ({"providers": ()}, "at least one execution provider"),
         ({"batch_buckets": (4, 2)}, "increasing positive sizes"),
+        ({"device_id": "1"}, "device_id must be a whole number >= 0, not '1'"),
+        ({"version": -1}, "version must be a whole number"),
         ({"device": "cuda", "providers": (TENSORRT,), "tensorrt_precision": "int4"}, "fp32, fp16 or int8"),
     ],
 )
@@ -68,8 +70,21 @@ def test_what_a_machine_lacks_is_named() -> None:
         "an NVIDIA GPU (nvidia-smi finds none)",
     ]
     assert missing(Placement.tensorrt(), [CUDA, CPU], gpus=1) == ["onnxruntime's TensorrtExecutionProvider"]
-    assert missing(Placement.cuda(3), [CUDA, CPU], gpus=2) == ["GPU 3 (this machine has 2)"]
+    assert missing(Placement.cuda(3), [CUDA, CPU], gpus=2) == [
+        "GPU 3 (this process sees 2; CUDA_VISIBLE_DEVICES may narrow them)"
+    ]
     assert missing(Placement.cuda(1), [CUDA, CPU], gpus=2) == []
+
+
+@pytest.mark.parametrize(("visible", "seen"), [(None, 4), ("", 0), ("2", 1), ("0,3", 2), ("1,-1,2", 1), ("-1", 0)])
+def test_cuda_visible_devices_narrows_the_gpus(monkeypatch: pytest.MonkeyPatch, visible: str | None, seen: int) -> None:
+    from inferopt.runtime.placement import visible_gpus
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpus(4) == seen
 
 
 def test_require_refuses_a_gpu_placement_on_a_machine_without_one() -> None:
