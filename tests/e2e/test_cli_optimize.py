@@ -41,6 +41,7 @@ def test_quick_optimize_then_inspect_then_tamper(tmp_path: Path) -> None:
 
     shown = inferopt("inspect", artifact)
     assert shown.returncode == 0 and "input_ids" in shown.stdout and "mean cosine" in shown.stdout
+    assert " on cpu" in shown.stdout and manifest["runtime"]["placement"]["device"] == "cpu"  # where it was measured
 
     with (artifact / "tokenizer.json").open("a") as fh:
         fh.write(" ")

@@ -64,7 +64,7 @@ def print_manifest(artifact: Artifact, console: Console) -> None:
     console.print(f"[bold]{artifact.model_name}[/] ({artifact.task}) at {artifact.path}  id {artifact.artifact_id}")
     console.print(
         f"recipe: {m['recipe'].get('name')} ({m['recipe'].get('kind')})  runtime: {m['runtime']['kind']} "
-        f"{artifact.settings.label}"
+        f"{artifact.settings.label} on {artifact.placement.label}"
     )
     io = Table("direction", "name", "dtype", "shape", title="inputs / outputs", title_justify="left")
     for direction in ("inputs", "outputs"):
