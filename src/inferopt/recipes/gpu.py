@@ -13,12 +13,12 @@ it was measured.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from inferopt.recipes.base import BuildContext, Variant, onnx_variant, register
+from inferopt.recipes.graph import fused_model
 from inferopt.runtime.placement import Placement
 
 # Ops kept in float32 inside a float16 graph: the ones that sum over a whole row. LayerNormalization and Softmax;
@@ -67,35 +67,12 @@ def to_float16(source: Path, out: Path, fp32_ops: tuple[str, ...] = FP32_OPS) ->
     return out
 
 
-def gpu_fused_model(context: BuildContext) -> Path:
-    """The float32 graph with ONNX Runtime's GPU transformer fusions (BERT family), built once per run."""
-    fused: Path = context.cached("gpu-fused-onnx", lambda: _fuse_for_gpu(context))
-    return fused
-
-
-def _fuse_for_gpu(context: BuildContext) -> Path:
-    from onnxruntime.transformers import optimizer
-
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    profile = context.fusion
-    out = context.work_dir / "gpu-fused.onnx"
-    model = optimizer.optimize_model(
-        str(context.fp32_onnx),
-        model_type="bert",
-        num_heads=profile.num_heads,
-        hidden_size=profile.hidden_size,
-        use_gpu=True,
-    )
-    model.save_model_to_file(str(out))
-    return out
-
-
 @register(GpuConfig)
 def build_gpu(context: BuildContext, config: GpuConfig) -> Variant:
     # TensorRT's parser takes standard ONNX ops only: onnxruntime's fused ones (Attention, SkipLayerNormalization)
     # would stay on CUDA and leave TensorRT fragments. It gets the export and fuses it itself.
     fused = context.fusion.kind == "bert" and config.provider == "cuda"
-    graph = gpu_fused_model(context) if fused else context.fp32_onnx
+    graph = fused_model(context, for_gpu=True) if fused else context.fp32_onnx
     notes: dict[str, Any] = {"placement": config.placement.label}
     if config.provider == "cuda" and config.precision == "fp16":
         graph = to_float16(graph, context.work_dir / f"{config.name}.onnx", config.fp32_ops)
