@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inferopt.errors import ArtifactError
+from inferopt.hashing import sha256_file
 from inferopt.runtime.base import RuntimeSettings
 from inferopt.runtime.placement import Placement, resolve
 from inferopt.tasks.base import IOSchema
@@ -22,14 +23,6 @@ from inferopt.tasks.base import IOSchema
 SCHEMA_VERSION = 2
 REQUIRED = ("task", "runtime", "io", "files")
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_artifact(directory: Path, manifest: dict[str, Any], files: dict[str, Path]) -> Path:

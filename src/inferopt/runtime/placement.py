@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from inferopt.errors import InferoptError, PlacementUnavailable
+from inferopt.errors import InferoptError, InputError, PlacementUnavailable
+from inferopt.hashing import sha256_unchanged_file
 
 __all__ = ["Placement", "PlacementUnavailable", "missing", "require", "resolve"]
 
@@ -143,14 +144,10 @@ def engine_cache_dir(model_path: Path, placement: Placement) -> Path:
 
     from inferopt.hardware import gpu_info, package_versions
 
-    digest = hashlib.sha256()
-    with model_path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
     gpus = {g.index: f"{g.name} {g.compute_capability}" for g in gpu_info()}
-    context = [placement.tensorrt_precision, ort.__version__, gpus.get(placement.device_id, "")]
-    context += list(package_versions(("tensorrt", "tensorrt-cu12")).values())
-    digest.update("\0".join(context).encode())
+    context = [sha256_unchanged_file(model_path), placement.tensorrt_precision, ort.__version__]
+    context += [gpus.get(placement.device_id, ""), *package_versions(("tensorrt", "tensorrt-cu12")).values()]
+    digest = hashlib.sha256("\0".join(context).encode())
     default_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "inferopt" / "tensorrt"
     folder = Path(os.environ.get("INFEROPT_ENGINE_CACHE") or default_root) / digest.hexdigest()[:16]
     try:
@@ -212,17 +209,21 @@ def require(placement: Placement, what: str = "the artifact") -> None:
         )
 
 
+def check_device(device: str | None) -> None:
+    """`--device` takes cpu only; without it an artifact runs where its benchmark ran."""
+    if device not in (None, "cpu"):
+        raise InputError(
+            f"--device {device!r} is not a choice", "leave it out to run where the benchmark ran, or pass --device cpu"
+        )
+
+
 def resolve(recorded: Placement, device: str | None = None, what: str = "the artifact") -> Placement:
     """The placement to open an artifact on: the one its benchmark ran, refused where this machine cannot give
     it; with `device="cpu"`, the CPU whatever was recorded, with a warning where that moves the model."""
     if device is None:
         require(recorded, what)
         return recorded
-    if device != "cpu":
-        raise InferoptError(
-            f"--device {device!r} is not a choice",
-            "leave it out to run where the benchmark ran, or pass --device cpu",
-        )
+    check_device(device)
     if recorded.on_gpu:
         logging.getLogger(__name__).warning(
             "%s was benchmarked on %s and runs on the CPU (--device cpu): its measured speed no longer applies",

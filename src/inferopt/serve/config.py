@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from inferopt.errors import InputError
+from inferopt.runtime.placement import check_device
 
 CACHE_OFF = "off"
 CACHE_MEMORY = "memory"
@@ -96,10 +97,7 @@ class ServeConfig:
             )
         if not 0 <= self.runtime_nice <= 19:
             raise InputError(f"--runtime-nice {self.runtime_nice} is not a niceness step", "give 0 to 19")
-        if self.device not in (None, "cpu"):
-            raise InputError(
-                f"--device {self.device!r} is not a choice", "leave it out to run where the benchmark ran, or pass cpu"
-            )
+        check_device(self.device)
         for name in ("max_wait_ms", "cache_memory_mb", "drain_timeout_s", "feature_max_stale_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"{_flag(name)} {getattr(self, name)} is negative", "give a value >= 0")

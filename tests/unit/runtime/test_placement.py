@@ -128,3 +128,23 @@ def _identity_model(path: Path) -> Path:
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
+
+
+def test_the_engine_cache_is_keyed_by_the_model_and_the_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferopt.errors import InferoptError
+    from inferopt.runtime.placement import engine_cache_dir
+
+    monkeypatch.setenv("INFEROPT_ENGINE_CACHE", str(tmp_path / "engines"))
+    model = _identity_model(tmp_path / "m.onnx")
+    fp16 = engine_cache_dir(model, Placement.tensorrt(precision="fp16"))
+    assert fp16.is_dir() and fp16.parent == tmp_path / "engines"
+    assert engine_cache_dir(model, Placement.tensorrt(precision="fp16")) == fp16  # the same engines next time
+    assert engine_cache_dir(model, Placement.tensorrt(precision="fp32")) != fp16
+    model.write_bytes(model.read_bytes() + b" ")  # another model in the same file
+    assert engine_cache_dir(model, Placement.tensorrt(precision="fp16")) != fp16
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("INFEROPT_ENGINE_CACHE", str(tmp_path / "file"))
+    with pytest.raises(InferoptError, match=r"engine cache .* cannot be created"):
+        engine_cache_dir(model, Placement.tensorrt())
