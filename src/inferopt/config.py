@@ -43,10 +43,15 @@ class OptimizeConfig:
     variant: str | None = None  # ship this variant (if it meets the budget) instead of the fastest
     max_eval_texts: int = 3000
     seed: int = 0
+    distill_minutes: float = 2.0  # training budget of each distilled student; 0: no students (see cli.py)
 
     def __post_init__(self) -> None:
         if self.price_per_hour < 0:
             raise InputError(f"--price-per-hour {self.price_per_hour} is negative", "give $/hour >= 0")
+        if not 0 <= self.distill_minutes <= 24 * 60:
+            raise InputError(
+                f"--distill-minutes {self.distill_minutes:g} is outside 0..1440", "give minutes (0: no students)"
+            )
 
     @property
     def bench_plan(self) -> BenchPlan:

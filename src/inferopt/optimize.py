@@ -126,6 +126,8 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
                 quick=config.quick,
                 torch=source.module is not None,
                 gpu=gpu_providers(),
+                distill_minutes=_distill_minutes(config, task),
+                seed=config.seed,
             )
         )
         if export_error is not None:
@@ -150,6 +152,13 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
     candidates = [Candidate(v.name, v.accuracy, v.bench, v.servable) for v in result.measured]  # type: ignore[arg-type]
     result.selection = select(candidates, budget, primary=metrics.primary, pinned=config.variant)
     return result
+
+
+def _distill_minutes(config: OptimizeConfig, task: Task) -> float:
+    """The students' training budget; none where they would not be built (a quick run, no unlabeled data)."""
+    if config.quick or not config.distill_minutes:
+        return 0.0
+    return config.distill_minutes if task.distillation_inputs() else 0.0
 
 
 def _drift_reference(
@@ -193,6 +202,7 @@ def _measure(
 
     cores, plan = usable_cores(), config.bench_plan
     task = progress.add_task(f"{recipe.name}: build", total=None)
+    context.on_progress = lambda share, status: progress.update(task, description=f"{recipe.name}: distill, {status}")
     try:
         variant = build(context, recipe)
         backend = variant.make_backend(cores)  # a graph the runtime refuses to load fails here, as a build

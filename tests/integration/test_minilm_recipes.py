@@ -216,3 +216,23 @@ def test_the_gpu_recipes_fp16_graph_loads_and_keeps_fidelity(context: BuildConte
     with Embedder(context.task, [OnnxBackend(variant.model_path, intra_op_threads=2)]) as embedder:  # type: ignore[arg-type]
         fid = fidelity(context.cached("reference", lambda: None), embedder.embed(eval_texts))
     assert fid.mean_cosine >= 0.99999 and fid.min_cosine >= 0.9999 and 45.0 <= fid.sqnr_db < 90.0
+
+
+def test_a_student_composes_with_int8_and_is_one_student_for_both_forms(
+    context: BuildContext, eval_texts: list[str]
+) -> None:
+    from dataclasses import replace
+
+    from inferopt.recipes.prune import PruneConfig
+
+    student = PruneConfig(name="student", drop_layers=1 / 6, distill_minutes=0)
+    exported, exported_fidelity = _fidelity_of(context, student, eval_texts)
+    int8, int8_fidelity = _fidelity_of(
+        context, replace(student, name="student-int8", then=DynamicInt8Config.for_cpu(cpu_info())), eval_texts
+    )
+    assert exported.notes["student"] is int8.notes["student"]  # built once, used by both
+    assert exported.notes["student"]["layers"] == [5, 6]
+    assert int8.size_bytes < exported.size_bytes / 3  # INT8 weights, the word-embedding table's included
+    # Against the teacher: one layer fewer, untrained, loses fidelity; INT8 on top loses little more.
+    assert 0.8 < exported_fidelity.mean_cosine < 0.99
+    assert exported_fidelity.mean_cosine - 0.01 < int8_fidelity.mean_cosine <= exported_fidelity.mean_cosine + 0.002

@@ -69,3 +69,39 @@ def test_the_artifact_task_refuses_a_bad_artifact_feature_flag(risk_artifact: Pa
     with pytest.raises(InferoptError, match="names no group 'weather'"):
         _check_features(ServeConfig(feature_ttl=("weather=900",)), task)
     _check_features(ServeConfig(feature_ttl=("accounts=60",)), task)
+
+
+def test_distillation_records_are_sampled_from_the_training_split_not_the_eval_applicants(
+    risk_model: Path, german_credit: Dataset
+) -> None:
+    from inferopt.tasks.tabular import TabularTask
+
+    task = TabularTask.from_model(str(risk_model))
+    sampled = task.distillation_inputs()
+    assert len(sampled) == 5000 and sampled == task.distillation_inputs()  # a fixed seed
+    eval_records = {tuple(sorted(r.items())) for r in german_credit.records}
+    assert sum(tuple(sorted(a.values.items())) in eval_records for a in sampled) == 0
+    train = [a.values for a in task.calibration_inputs()]
+    for name in train[0]:
+        assert {a.values[name] for a in sampled} <= {r[name] for r in train}
+
+
+def test_a_distilled_mlp_student_is_closer_to_the_teacher_than_the_pruned_one(risk_model: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from inferopt.config import OptimizeConfig
+    from inferopt.optimize import run_optimize
+    from inferopt.recipes.graph import GraphConfig
+    from inferopt.recipes.prune import PruneConfig
+
+    pruned = PruneConfig(name="pruned", drop_hidden=0.5, distill_minutes=0)
+    distilled = PruneConfig(name="distilled", drop_hidden=0.5, distill_minutes=2.0, max_steps=400)
+    config = OptimizeConfig(
+        model=str(risk_model), out=tmp_path / "out", quick=True, recipes=(GraphConfig(), pruned, distilled)
+    )
+    result = run_optimize(config, Console(quiet=True)).result
+    before, after = result.variant("pruned"), result.variant("distilled")
+    assert before.notes["student"]["hidden_widths"] == [32, 16]
+    assert after.notes["student"]["loss"] == "mse"
+    assert after.accuracy.get("mean_abs_error") < 0.6 * before.accuracy.get("mean_abs_error")
+    assert after.accuracy.get("decision_agreement") >= before.accuracy.get("decision_agreement")

@@ -30,6 +30,7 @@ FAMILY_MODULES = (
     "embedding_int8",
     "fp16_storage",
     "gpu",
+    "prune",
 )
 
 
@@ -75,6 +76,7 @@ class BuildContext:
     cpu: CpuInfo
     fp32_onnx: Path  # the verified export (or the user's own ONNX file)
     calibration: Calibration
+    on_progress: Callable[[float, str], None] | None = None  # long builds (distillation): share done, status
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -122,8 +124,17 @@ def build(context: BuildContext, config: Any) -> Variant:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(config)
-    return {"kind": type(config).kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}}
+    """A recipe config as JSON; a field holding another recipe's config (a student's `then`) nests as its own."""
+    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return {"kind": type(config).kind, **{k: _json_value(v) for k, v in data.items()}}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if dataclasses.is_dataclass(value) and hasattr(type(value), "kind"):
+        return config_to_dict(value)
+    return value
 
 
 def config_from_dict(data: dict[str, Any]) -> Any:
@@ -133,8 +144,16 @@ def config_from_dict(data: dict[str, Any]) -> Any:
         raise ValueError(f"unknown recipe kind {kind!r}")
     config_type = _CONFIG_TYPES[kind]
     fields = {f.name: f for f in dataclasses.fields(config_type)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+    values = {k: _config_value(v) for k, v in data.items() if k in fields}
     return config_type(**values)
+
+
+def _config_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict) and "kind" in value:
+        return config_from_dict(value)
+    return value
 
 
 def file_size(path: Path) -> int:

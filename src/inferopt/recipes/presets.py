@@ -13,12 +13,57 @@ SMOOTHING_CANDIDATES = (0.6, 0.7, 0.8)
 
 
 def default_recipes(
-    cpu: CpuInfo, fusion: str, budget: Budget, *, quick: bool, torch: bool, gpu: tuple[str, ...] = ()
+    cpu: CpuInfo,
+    fusion: str,
+    budget: Budget,
+    *,
+    quick: bool,
+    torch: bool,
+    gpu: tuple[str, ...] = (),
+    distill_minutes: float = 0.0,
+    seed: int = 0,
 ) -> list[Any]:
     """`fusion`: the source's fusion profile kind; `torch`: whether a PyTorch module exists (not for a user's
     ONNX file); `gpu`: the GPU providers this machine has (runtime/placement.py's gpu_providers), whose variants
-    are measured beside the CPU ones and chosen among them by the same budget."""
-    return _cpu_recipes(cpu, fusion, budget, quick=quick, torch=torch) + _gpu_recipes(gpu, quick=quick)
+    are measured beside the CPU ones and chosen among them by the same budget; `distill_minutes`: the training
+    budget of each pruned + distilled student (full runs with a PyTorch module only; 0: none, which is what a
+    task without distillation data passes)."""
+    students = _student_recipes(cpu, fusion, distill_minutes, seed) if torch and not quick and distill_minutes else []
+    return _cpu_recipes(cpu, fusion, budget, quick=quick, torch=torch) + students + _gpu_recipes(gpu, quick=quick)
+
+
+STUDENT_LAYER_SHARE = 1 / 3  # transformer students: 4 of MiniLM's 6 layers, the least missed 2 removed
+STUDENT_HIDDEN_SHARE = 0.5  # MLP students (fusion profile "none", e.g. the risk scorer): half the hidden units
+
+
+def _student_recipes(cpu: CpuInfo, fusion: str, minutes: float, seed: int) -> list[Any]:
+    """One student per model, in two forms that share its pruning and distillation: as exported (fused for
+    transformers) and with per-channel dynamic INT8 on that (the plain INT8 preset for this CPU), so the
+    selection sees whether fewer multiplies and cheaper ones compound."""
+    from inferopt.recipes.graph import GraphConfig
+    from inferopt.recipes.int8_dynamic import DynamicInt8Config
+    from inferopt.recipes.prune import PruneConfig
+
+    if fusion == "bert":
+        student = PruneConfig(
+            name="student-layers", drop_layers=STUDENT_LAYER_SHARE, distill_minutes=minutes, seed=seed
+        )
+        return [
+            replace(student, name="student-layers-fused", then=GraphConfig(name="fused", transformer_fusions=True)),
+            replace(student, name="student-layers-int8", then=DynamicInt8Config.for_cpu(cpu)),
+        ]
+    if fusion == "none":
+        student = PruneConfig(
+            name="student-hidden", drop_hidden=STUDENT_HIDDEN_SHARE, distill_minutes=minutes, seed=seed
+        )
+        return [student, replace(student, name="student-hidden-int8", then=_plain_int8(cpu))]
+    return []  # CNN channel pruning and recommender embedding pruning are not built yet
+
+
+def _plain_int8(cpu: CpuInfo) -> Any:
+    from inferopt.recipes.int8_dynamic import DynamicInt8Config
+
+    return DynamicInt8Config.for_cpu(cpu, name="int8-dynamic", graph="plain")
 
 
 def _gpu_recipes(providers: tuple[str, ...], *, quick: bool) -> list[Any]:

@@ -11,6 +11,7 @@ from inferopt.accuracy.report import BY_NAME
 from inferopt.artifact import Artifact
 from inferopt.bench.stats import format_ms
 from inferopt.report.columns import budget_text, shown_measures
+from inferopt.report.students import student_lines
 from inferopt.results import RunResult
 
 
@@ -55,6 +56,9 @@ def print_summary(result: RunResult, console: Console, out: Path) -> None:
         console.print(
             f"tied on speed (within {selection.noise:.1%}): {', '.join(selection.tied)}; the higher fidelity won"
         )
+    for line in student_lines(result):
+        speed = f", {line.speedup:.2f}x the fastest teacher variant" if line.speedup else ""
+        console.print(f"student {line.name}: {line.shape}; {line.training}{speed}; {line.verdict}")
     where = f"artifact: {out / 'artifact'}" if chosen_name else "no artifact"
     console.print(f"report: {out / 'report.html'}  |  {where}  |  {result.seconds:.0f} s")
 

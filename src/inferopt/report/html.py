@@ -12,6 +12,7 @@ from pathlib import Path
 from inferopt.bench.stats import format_ms
 from inferopt.report import plots
 from inferopt.report.columns import budget_text, shown_measures
+from inferopt.report.students import student_lines
 from inferopt.results import RunResult, VariantResult
 
 STYLE = """
@@ -90,6 +91,32 @@ def speed_table(result: RunResult) -> str:
     return f'<div class="scroll"><table><tr><th>variant</th>{header}</tr>{"".join(rows)}</table></div>'
 
 
+def students_section(result: RunResult) -> str:
+    lines = student_lines(result)
+    if not lines:
+        return ""
+    head = ("student", "then", "pruned", "distilled", "MB", "items/s", "x fastest teacher", "fidelity", "verdict")
+    rows = []
+    for line in lines:
+        values = (
+            line.name,
+            line.then,
+            line.shape,
+            line.training,
+            "-" if line.size_mb is None else f"{line.size_mb:.1f}",
+            "-" if line.items_per_second is None else f"{line.items_per_second:,.0f}",
+            "-" if line.speedup is None else f"{line.speedup:.2f}x",
+            line.fidelity,
+            line.verdict,
+        )
+        rows.append("<tr>" + "".join(f"<td>{_esc(x)}</td>" for x in values) + "</tr>")
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return (
+        "<h2>Students (pruned + distilled), against the teacher's FP32</h2>"
+        f'<div class="scroll"><table><tr>{header}</tr>{"".join(rows)}</table></div>'
+    )
+
+
 def _verdict_line(result: RunResult) -> str:
     selection = result.selection
     budget = _esc(budget_text(result))
@@ -127,6 +154,7 @@ def write_html(result: RunResult, path: Path) -> Path:
 (as a busy server groups items, and mixed batches of 64 padded to their longest). Run time {result.seconds:.0f} s.</p>
 <h2>Accuracy against FP32</h2>{accuracy_table(result)}
 <h2>Speed</h2>{speed_table(result)}
+{students_section(result)}
 <h2>Plots</h2>{figures}
 <h2>Environment</h2><pre>{_esc(json.dumps(result.environment, indent=2))}</pre>
 <h2>Export</h2><pre>{_esc(json.dumps(result.export, indent=2))}</pre>

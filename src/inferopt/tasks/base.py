@@ -214,6 +214,9 @@ class Task(ABC):
     # request costs less than the thread hop (~0.25 ms measured under load for a risk record's ~20 us encoding).
     inline_preprocess: ClassVar[bool] = False
     bench_inputs: ClassVar[int] = 512  # most inputs in one throughput pass (a sweep point runs at least one)
+    # How a distilled student is pulled towards the teacher's outputs (recipes/distill.py): "cosine"
+    # (embeddings), "kl" (logits), "mse" (scores and anything else).
+    distill_loss: ClassVar[str] = "mse"
 
     # -- optimize ------------------------------------------------------------------------------------------
 
@@ -253,6 +256,11 @@ class Task(ABC):
     def calibration_inputs(self) -> list[Any]:
         """Raw inputs recipes calibrate on; kept apart from the eval data where the task has other data, so the
         eval numbers stay an honest check."""
+
+    def distillation_inputs(self) -> list[Any]:
+        """Unlabeled raw inputs a pruned student is trained on towards the teacher: never the eval data, and as
+        many as the task has (thousands). None by default: a task without them gets no student."""
+        return []
 
     @abstractmethod
     def metrics(self) -> Metrics:

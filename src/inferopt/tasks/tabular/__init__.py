@@ -58,6 +58,7 @@ FIELDS = ("entity_id", "tenant", "features", "complex")
 MAX_TENANT = 64
 MAX_ID = 2**63 - 1  # a Postgres bigint
 HELD_OUT = 1
+DISTILLATION_RECORDS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,22 @@ class TabularTask(Task):
         data = german_credit.read()
         held = set(self._folder().test_rows)
         return [Application(r, field=f"applicant {i + 1}") for i, r in enumerate(data.records) if i not in held]
+
+    def distillation_inputs(self) -> list[Any]:
+        """Applications sampled column by column from the training split: every value a real one, the
+        combinations new, so they are not the eval applicants (a fixed seed; DISTILLATION_RECORDS of them)."""
+        import numpy as np
+
+        train = [a.values for a in self.calibration_inputs() if a.values is not None]
+        rng = np.random.default_rng(0)
+        picks = rng.integers(len(train), size=(DISTILLATION_RECORDS, len(train[0])))
+        names = list(train[0])
+        return [
+            Application(
+                {name: train[row][name] for name, row in zip(names, rows, strict=True)}, field=f"sampled {i + 1}"
+            )
+            for i, rows in enumerate(picks)
+        ]
 
     def metrics(self) -> Metrics:
         from inferopt.tasks.tabular.metrics import RiskMetrics

@@ -55,6 +55,7 @@ class TextEmbeddingTask(Task):
     name = "text-embedding"
     version = 1
     protocols = (OPENAI_EMBEDDINGS, KSERVE_V1, OIP_V2)
+    distill_loss = "cosine"
 
     def __init__(
         self, tokenizer: TextTokenizer, spec: ModelSpec, *, model_dir: Path | None = None, bundled: bool = False
@@ -138,6 +139,12 @@ class TextEmbeddingTask(Task):
     @classmethod
     def sample_inputs(cls) -> list[Any]:
         return list(builtin_corpus().texts)
+
+    def distillation_inputs(self) -> list[Any]:
+        from inferopt.tasks.text_embedding.distillation import distillation_texts
+
+        # Not the built-in corpus: it is the default eval set (and calibration's), and must stay unseen.
+        return distillation_texts()
 
     def metrics(self) -> Metrics:
         from inferopt.tasks.text_embedding.metrics import TextEmbeddingMetrics

@@ -1,0 +1,125 @@
+"""Students through the whole optimize pipeline: a pruned, distilled all-MiniLM-L6-v2 is exported, fused and
+quantized like the original, verified against the teacher's FP32 (not its own), and reported with why it lost;
+a model without unlabeled data or without a prunable structure is skipped with the reason; Ctrl-C while a
+student trains leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inferopt.config import OptimizeConfig
+from inferopt.optimize import run_optimize
+from inferopt.recipes.graph import GraphConfig
+from inferopt.recipes.prune import PruneConfig
+
+pytestmark = pytest.mark.slow
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def student_run(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> tuple[Path, dict]:
+    student = PruneConfig(
+        name="student-fused",
+        drop_layers=1 / 3,
+        distill_minutes=5.0,
+        max_steps=STEPS,
+        then=GraphConfig(name="fused", transformer_fusions=True),
+    )
+    # The INT8 form of a student is checked in test_minilm_recipes.py, where nothing is benchmarked.
+    recipes = (GraphConfig(name="onnx-fused", transformer_fusions=True), student)
+    out = tmp_path_factory.mktemp("students") / "out"
+    config = OptimizeConfig(model=str(minilm_dir), out=out, quick=True, recipes=recipes, max_eval_texts=96)
+    run_optimize(config)
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_a_student_is_measured_against_the_teachers_fp32(student_run: tuple[Path, dict]) -> None:
+    _, report = student_run
+    variants = {v["name"]: v for v in report["variants"]}
+    fused = variants["student-fused"]
+    notes = fused["notes"]["student"]
+    assert notes["layers"] == [4, 6] and len(notes["dropped_layers"]) == 2
+    assert notes["parameters"] < notes["teacher_parameters"]
+    assert notes["distill"]["steps"] == STEPS and notes["distill"]["stopped"] == "budget"
+    assert notes["distill"]["held_out_best"] < notes["distill"]["held_out_before"]
+    # Fusions reach the student's 4 layers, and the fused graph is exactly the student's export: yet its
+    # fidelity is far below 1, so it is measured against the teacher, not against the student's own FP32.
+    assert fused["notes"]["fused_ops"]["Attention"] == 4 and fused["notes"]["fusion_complete"] is True
+    assert 0.5 < fused["accuracy"]["measures"]["mean_cosine"] < 0.99
+    assert report["selection"]["chosen"] == "onnx-fused"
+    assert "student-fused" in report["selection"]["failures"]
+    assert notes["export_parity"]["mean_cosine"] >= 0.9999  # the export computes what the student module does
+
+
+def test_the_report_says_why_each_student_lost(student_run: tuple[Path, dict]) -> None:
+    out, _ = student_run
+    html = (out / "report.html").read_text()
+    assert "Students (pruned + distilled), against the teacher" in html
+    assert "4 of 6 layers" in html and f"{STEPS} steps" in html
+    assert html.count("lost: missed the budget (mean cosine") == 1
+
+
+def test_a_task_without_unlabeled_data_skips_its_student(tmp_path: Path) -> None:
+    recipes = (GraphConfig(), PruneConfig(name="student", drop_hidden=0.5))
+    config = OptimizeConfig(
+        model="tests.byo_models:two_headed",
+        out=tmp_path / "out",
+        quick=True,
+        recipes=recipes,
+        model_options=_examples("tests.byo_models:two_headed_examples"),
+    )
+    run_optimize(config)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    student = next(v for v in report["variants"] if v["name"] == "student")
+    assert "the tensor task has no unlabeled data to distill a student on" in student["error"]
+    assert report["selection"]["chosen"] == "onnx-fp32"
+
+
+def test_a_structure_that_cannot_be_pruned_is_named(tmp_path: Path) -> None:
+    recipes = (GraphConfig(), PruneConfig(name="student", drop_layers=0.5, distill_minutes=0))
+    config = OptimizeConfig(
+        model="tests.byo_models:two_headed",
+        out=tmp_path / "out",
+        quick=True,
+        recipes=recipes,
+        model_options=_examples("tests.byo_models:two_headed_examples"),
+    )
+    run_optimize(config)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    student = next(v for v in report["variants"] if v["name"] == "student")
+    assert "TwoHeaded has no list of transformer blocks" in student["error"]
+
+
+def _examples(ref: str):  # type: ignore[no-untyped-def]
+    from inferopt.tasks.base import ModelOptions
+
+    return ModelOptions(example=ref)
+
+
+def test_ctrl_c_while_a_student_trains_leaves_nothing_behind(
+    tmp_path: Path, risk_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the risk scorer (its whole optimize run takes seconds); the training loop is the same for every task."""
+    import inferopt.recipes.distill as distill
+
+    checks = []
+    measured = distill._held_out_distance
+
+    def interrupted(*args: object) -> float:
+        checks.append(1)
+        if len(checks) == 2:  # the first check after training began
+            raise KeyboardInterrupt
+        return measured(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(distill, "_held_out_distance", interrupted)
+    monkeypatch.setattr(distill, "CHECK_STEPS", 2)
+    out = tmp_path / "out"
+    student = PruneConfig(name="student", drop_hidden=0.5, distill_minutes=5.0)
+    config = OptimizeConfig(model=str(risk_model), out=out, quick=True, recipes=(GraphConfig(), student))
+    with pytest.raises(KeyboardInterrupt):
+        run_optimize(config)
+    assert len(checks) == 2
+    assert not out.exists() and not list(tmp_path.glob(".*"))
