@@ -33,6 +33,7 @@ def default_recipes(
 
 
 STUDENT_LAYER_SHARE = 1 / 3  # transformer students: 4 of MiniLM's 6 layers, the least missed 2 removed
+STUDENT_CHANNEL_SHARE = 0.25  # CNN students: a quarter of each block's expanded channels
 STUDENT_HIDDEN_SHARE = 0.5  # MLP students (fusion profile "none", e.g. the risk scorer): half the hidden units
 
 
@@ -57,7 +58,21 @@ def _student_recipes(cpu: CpuInfo, fusion: str, minutes: float, seed: int) -> li
             name="student-hidden", drop_hidden=STUDENT_HIDDEN_SHARE, distill_minutes=minutes, seed=seed
         )
         return [student, replace(student, name="student-hidden-int8", then=_plain_int8(cpu))]
-    return []  # CNN channel pruning and recommender embedding pruning are not built yet
+    if fusion == "cnn":
+        from inferopt.recipes.int8_static import StaticInt8Config
+
+        student = PruneConfig(
+            name="student-channels", drop_channels=STUDENT_CHANNEL_SHARE, distill_minutes=minutes, seed=seed
+        )
+        int8 = StaticInt8Config(
+            name="int8-static-percentile",
+            op_types=(),
+            calibration_method="percentile",
+            calibration_items=64,
+            reduce_range=not cpu.has_int8_dot,
+        )
+        return [student, replace(student, name="student-channels-int8", then=int8)]
+    return []  # recommender embedding pruning is not built yet
 
 
 def _plain_int8(cpu: CpuInfo) -> Any:

@@ -18,7 +18,7 @@ from inferopt.recipes.base import register as register_recipe
 from inferopt.recipes.calibration import Calibration
 from inferopt.tasks.base import FusionProfile
 
-SHARES = ("drop_layers", "drop_ffn", "drop_hidden")
+SHARES = ("drop_layers", "drop_ffn", "drop_hidden", "drop_channels")
 DISTILL_BATCH = 32
 
 
@@ -30,6 +30,7 @@ class PruneConfig:
     drop_layers: float = 0.0  # share of transformer layers removed, the least missed first (0: none)
     drop_ffn: float = 0.0  # share of FFN channels removed in each remaining transformer layer
     drop_hidden: float = 0.0  # share of hidden units removed between each pair of an MLP's Linear layers
+    drop_channels: float = 0.0  # share of a CNN's prunable channels removed (channels.py says which are)
     distill_minutes: float = 2.0  # training budget towards the teacher (0: pruned only, not trained)
     seed: int = 0
     max_steps: int | None = None  # a step limit besides the time budget (reproductions, tests)
@@ -156,6 +157,10 @@ def _pruned_and_distilled(context: BuildContext, config: PruneConfig, teacher: A
             notes["ffn_widths"] = prune_ffn(student, config.drop_ffn, probe)
         if config.drop_hidden:
             notes["hidden_widths"] = prune_hidden(student, config.drop_hidden, probe)
+        if config.drop_channels:
+            from inferopt.recipes.channels import prune_channels
+
+            notes["channel_widths"] = prune_channels(student, config.drop_channels, probe)
         notes["parameters"] = _parameters(student)
         if data is not None:
             settings = DistillSettings(config.distill_minutes, seed=config.seed, max_steps=config.max_steps)

@@ -20,12 +20,14 @@ import copy
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 Batch = dict[str, np.ndarray]
+N = TypeVar("N", bound=nn.modules.batchnorm._BatchNorm)
 Distance = Callable[[list[torch.Tensor], list[torch.Tensor]], torch.Tensor]  # per-item distance, (items,)
 
 # Modules that act on each hidden unit alone: a unit removed before them is removed after them too.
@@ -155,7 +157,7 @@ def prune_ffn(module: nn.Module, share: float, probe: Probe, *, at_random: int |
         intermediate, output = _ffn(block)
         first = _linear(intermediate.dense, f"layer {i} intermediate.dense")
         second = _linear(output.dense, f"layer {i} output.dense")
-        keep = _top(_scores(act * second.weight.detach().norm(dim=0), at_random), share)
+        keep = kept_indices(ranking(act * second.weight.detach().norm(dim=0), at_random), share)
         intermediate.dense = _rows(first, keep)
         output.dense = _columns(second, keep)
         widths.append(len(keep))
@@ -193,12 +195,12 @@ def prune_hidden(module: nn.Module, share: float, probe: Probe, *, at_random: in
     widths = []
     for (seq, a, b), act in zip(pairs, activity, strict=True):
         first, second = _linear(seq[a], f"layer {a}"), _linear(seq[b], f"layer {b}")
-        keep = _top(_scores(act * second.weight.detach().norm(dim=0), at_random), share)
+        keep = kept_indices(ranking(act * second.weight.detach().norm(dim=0), at_random), share)
         seq[a] = _rows(first, keep)
         for i in range(a + 1, b):
             norm = seq[i]
             if isinstance(norm, nn.BatchNorm1d):
-                seq[i] = _batchnorm(norm, keep)
+                seq[i] = sliced_batchnorm(norm, keep)
         seq[b] = _columns(second, keep)
         widths.append(len(keep))
     return widths
@@ -242,13 +244,13 @@ def _mean_activity(module: nn.Module, taps: list[nn.Module], probe: Probe) -> li
     return means
 
 
-def _scores(importance: torch.Tensor, at_random: int | None) -> torch.Tensor:
+def ranking(importance: torch.Tensor, at_random: int | None) -> torch.Tensor:
     if at_random is None:
         return importance
     return torch.rand(importance.shape, generator=torch.Generator().manual_seed(at_random))
 
 
-def _top(importance: torch.Tensor, share: float) -> torch.Tensor:
+def kept_indices(importance: torch.Tensor, share: float) -> torch.Tensor:
     """Indices (ascending) of the most important channels once `share` of them are removed; at least one stays."""
     keep = max(1, round(len(importance) * (1.0 - share)))
     return torch.sort(torch.topk(importance, keep).indices).values
@@ -272,7 +274,7 @@ def _columns(linear: nn.Linear, keep: torch.Tensor) -> nn.Linear:
     return out
 
 
-def _batchnorm(norm: nn.BatchNorm1d, keep: torch.Tensor) -> nn.BatchNorm1d:
+def sliced_batchnorm(norm: N, keep: torch.Tensor) -> N:
     """The norm of the kept channels only: its parameters and running statistics sliced, its settings kept."""
     out = copy.deepcopy(norm)
     out.num_features = len(keep)

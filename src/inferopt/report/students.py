@@ -82,6 +82,9 @@ def _shape(notes: dict) -> str:
         parts.append(f"FFN widths {notes['ffn_widths']}")
     if "hidden_widths" in notes:
         parts.append(f"hidden widths {notes['hidden_widths']}")
+    if "channel_widths" in notes:
+        widths = notes["channel_widths"]
+        parts.append(f"{len(widths)} convolution blocks thinned to {min(widths)}-{max(widths)} channels")
     if notes.get("parameters") and notes.get("teacher_parameters"):
         parts.append(f"{notes['parameters'] / 1e6:.1f}M of {notes['teacher_parameters'] / 1e6:.1f}M parameters")
     return "; ".join(parts) or "-"

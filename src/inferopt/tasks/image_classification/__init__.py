@@ -45,6 +45,7 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 DEFAULT_TOP_K = 5
 LABELS_ASSET = "labels.txt"
+DISTILLATION_COPIES = 8  # transformed copies per calibration image a student is distilled on
 MODEL_OPTIONS = ("preprocess", "image_size", "resize", "mean", "std", "labels")
 
 
@@ -61,6 +62,7 @@ class ImageClassificationTask(Task):
     protocols = (KSERVE_V1, OIP_V2)
     max_request_bytes = 32 * 1024 * 1024  # a few full-size phone photos, base64 in JSON adding a third
     bench_inputs = 128  # ~5 s a pass for PyTorch eager on 2 cores; 512 made each sweep point ~17 s
+    distill_loss = "kl"  # the model's outputs are logits
 
     def __init__(
         self,
@@ -149,6 +151,15 @@ class ImageClassificationTask(Task):
             self.eval_data(None)
         assert self._calibration is not None
         return list(self._calibration)
+
+    def distillation_inputs(self) -> list[Any]:
+        """Transformed copies (crops, flips, scales, brightness) of the calibration images: never the eval
+        photos, DISTILLATION_COPIES per calibration image."""
+        from inferopt.tasks.image_classification import evaldata
+
+        images = [raw.data for raw in self.calibration_inputs()]
+        copies = evaldata.transformed_copies(images, DISTILLATION_COPIES, seed=1)
+        return _inputs(tuple(copies), (), "distillation")
 
     def metrics(self) -> Metrics:
         from inferopt.tasks.image_classification.metrics import ImageClassificationMetrics
