@@ -126,7 +126,7 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
                 quick=config.quick,
                 torch=source.module is not None,
                 gpu=gpu_providers(),
-                distill_minutes=_distill_minutes(config, task),
+                distill_minutes=_distill_minutes(config, context),
                 seed=config.seed,
             )
         )
@@ -154,11 +154,14 @@ def _run(config: OptimizeConfig, task: Task, budget: Budget, data: EvalSet, work
     return result
 
 
-def _distill_minutes(config: OptimizeConfig, task: Task) -> float:
-    """The students' training budget; none where they would not be built (a quick run, no unlabeled data)."""
+def _distill_minutes(config: OptimizeConfig, context: Any) -> float:
+    """The students' training budget; none where they would not be built (a quick run, no unlabeled data).
+    The data is read once, into the context the student recipes take it from."""
     if config.quick or not config.distill_minutes:
         return 0.0
-    return config.distill_minutes if task.distillation_inputs() else 0.0
+    from inferopt.recipes.prune import distillation_inputs
+
+    return config.distill_minutes if distillation_inputs(context) else 0.0
 
 
 def _drift_reference(

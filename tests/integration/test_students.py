@@ -62,41 +62,32 @@ def test_the_report_says_why_each_student_lost(student_run: tuple[Path, dict]) -
     assert html.count("lost: missed the budget (mean cosine") == 1
 
 
-def test_a_task_without_unlabeled_data_skips_its_student(tmp_path: Path) -> None:
-    recipes = (GraphConfig(), PruneConfig(name="student", drop_hidden=0.5))
+def _two_headed_with(student: PruneConfig, out: Path) -> tuple[dict, dict]:
+    """optimize's report for the two-headed tensor module with the FP32 graph and `student`: (report, student)."""
+    from inferopt.tasks.base import ModelOptions
+
     config = OptimizeConfig(
         model="tests.byo_models:two_headed",
-        out=tmp_path / "out",
+        out=out,
         quick=True,
-        recipes=recipes,
-        model_options=_examples("tests.byo_models:two_headed_examples"),
+        recipes=(GraphConfig(), student),
+        model_options=ModelOptions(example="tests.byo_models:two_headed_examples"),
     )
     run_optimize(config)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    student = next(v for v in report["variants"] if v["name"] == "student")
+    report = json.loads((out / "report.json").read_text())
+    return report, next(v for v in report["variants"] if v["name"] == student.name)
+
+
+def test_a_task_without_unlabeled_data_skips_its_student(tmp_path: Path) -> None:
+    report, student = _two_headed_with(PruneConfig(name="student", drop_hidden=0.5), tmp_path / "out")
     assert "the tensor task has no unlabeled data to distill a student on" in student["error"]
     assert report["selection"]["chosen"] == "onnx-fp32"
 
 
 def test_a_structure_that_cannot_be_pruned_is_named(tmp_path: Path) -> None:
-    recipes = (GraphConfig(), PruneConfig(name="student", drop_layers=0.5, distill_minutes=0))
-    config = OptimizeConfig(
-        model="tests.byo_models:two_headed",
-        out=tmp_path / "out",
-        quick=True,
-        recipes=recipes,
-        model_options=_examples("tests.byo_models:two_headed_examples"),
-    )
-    run_optimize(config)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    student = next(v for v in report["variants"] if v["name"] == "student")
+    pruned_only = PruneConfig(name="student", drop_layers=0.5, distill_minutes=0)
+    _, student = _two_headed_with(pruned_only, tmp_path / "out")
     assert "TwoHeaded has no list of transformer blocks" in student["error"]
-
-
-def _examples(ref: str):  # type: ignore[no-untyped-def]
-    from inferopt.tasks.base import ModelOptions
-
-    return ModelOptions(example=ref)
 
 
 def test_ctrl_c_while_a_student_trains_leaves_nothing_behind(

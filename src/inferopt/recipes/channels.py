@@ -22,7 +22,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from inferopt.recipes.structure import ELEMENTWISE, CannotPrune, Probe, kept_indices, ranking, sliced_batchnorm
+from inferopt.recipes.structure import (
+    ELEMENTWISE,
+    CannotPrune,
+    Probe,
+    channel_means,
+    kept_indices,
+    ranking,
+    sliced_batchnorm,
+)
 
 MBCONV = ("_expand_conv", "_bn0", "_depthwise_conv", "_bn1", "_project_conv")
 
@@ -162,9 +170,4 @@ def _input_activity(module: nn.Module, consumers: list[nn.Conv2d], probe: Probe)
     finally:
         for handle in handles:
             handle.remove()
-    means = []
-    for total, count in zip(sums, counts, strict=True):
-        if total is None:
-            raise CannotPrune("a convolution to prune never ran on the calibration data")
-        means.append(total / max(count, 1))
-    return means
+    return channel_means(sums, counts)

@@ -171,8 +171,14 @@ def _pruned_and_distilled(context: BuildContext, config: PruneConfig, teacher: A
     return student, notes
 
 
+def distillation_inputs(context: BuildContext) -> list[Any]:
+    """The task's unlabeled inputs, read once per run (images are transformed and re-encoded to make them)."""
+    raws: list[Any] = context.cached("distillation-inputs", context.task.distillation_inputs)
+    return raws
+
+
 def _distillation_probe(context: BuildContext) -> Any:
-    raws = context.task.distillation_inputs()
+    raws = distillation_inputs(context)
     if not raws:
         raise ValueError(
             f"the {context.task.name} task has no unlabeled data to distill a student on; "

@@ -236,6 +236,11 @@ def _mean_activity(module: nn.Module, taps: list[nn.Module], probe: Probe) -> li
     finally:
         for handle in handles:
             handle.remove()
+    return channel_means(sums, counts)
+
+
+def channel_means(sums: list[torch.Tensor | None], counts: list[int]) -> list[torch.Tensor]:
+    """Per-channel sums over `counts` values each -> means; a tap that never ran cannot be ranked."""
     means = []
     for total, count in zip(sums, counts, strict=True):
         if total is None:
