@@ -211,3 +211,13 @@ def test_optimize_refuses_data_and_a_folder_that_is_not_a_recommender(task: Reco
     (tmp_path / "recommender.json").write_text('{"format": "something else"}')
     with pytest.raises(InputError, match="not an inferopt recommender folder"):
         RecommendationTask.from_model(str(tmp_path))
+
+
+def test_distillation_queries_draw_users_as_traffic_would(task: RecommendationTask) -> None:
+    """In proportion to their training interactions: heavy users come up more than a uniform draw would give."""
+    queries = task.distillation_inputs()
+    assert len(queries) == 4096 and all(q.item is None and q.exclude_seen for q in queries)
+    history = np.array([len(task.catalogue.seen(u)) for u in range(task.catalogue.num_users)])
+    drawn = np.array([history[q.user] for q in queries])
+    assert drawn.mean() > 1.5 * history.mean()  # a size-biased draw's mean is E[n^2]/E[n]
+    assert queries == task.distillation_inputs()  # a fixed seed

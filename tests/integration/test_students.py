@@ -114,3 +114,28 @@ def test_ctrl_c_while_a_student_trains_leaves_nothing_behind(
         run_optimize(config)
     assert len(checks) == 2
     assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_a_recommender_student_thins_its_mlp_and_merges_its_rarest_users(tmp_path: Path, recsys_model: Path) -> None:
+    from rich.console import Console
+
+    from inferopt.recipes.embedding_int8 import EmbeddingInt8Config
+
+    both = EmbeddingInt8Config(name="int8-tables-matmul", tables=True, linear=True, reduce_range=True)
+    student = PruneConfig(name="student", drop_hidden=0.5, drop_rows=0.2, distill_minutes=5.0, max_steps=50, then=both)
+    out = tmp_path / "out"
+    config = OptimizeConfig(model=str(recsys_model), out=out, quick=True, recipes=(GraphConfig(), student))
+    run_optimize(config, Console(quiet=True))
+    report = json.loads((out / "report.json").read_text())
+    variant = next(v for v in report["variants"] if v["name"] == "student")
+    notes = variant["notes"]["student"]
+    assert notes["hidden_widths"] == [32, 16]  # NeuMF's MLP, a ModuleList: 64 -> 32 -> 16 became 32 -> 16 -> 16
+    # A fifth of the users (the least drawn) share one fallback row; the item tables score the whole catalogue
+    # and keep every row.
+    assert notes["embedding_rows"] == {"user_gmf": [755, 943], "user_mlp": [755, 943]}
+    assert notes["distill"]["steps"] == 50 and notes["distill"]["held_out_best"] < notes["distill"]["held_out_before"]
+    assert notes["export_parity"]["min_cosine"] >= 0.9999
+    assert set(variant["notes"]["int8_tables"]) == {"user_gmf.table", "user_mlp.table", "item_mlp.weight"}
+    overlap = variant["accuracy"]["measures"]["top10_overlap"]
+    assert 0.3 < overlap < 0.98  # against the teacher's FP32 top 10, so far from the student's own 1.0
+    assert report["selection"]["chosen"] == "onnx-fp32" and "student" in report["selection"]["failures"]

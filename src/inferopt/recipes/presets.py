@@ -34,7 +34,7 @@ def default_recipes(
 
 STUDENT_LAYER_SHARE = 1 / 3  # transformer students: 4 of MiniLM's 6 layers, the least missed 2 removed
 STUDENT_CHANNEL_SHARE = 0.25  # CNN students: a quarter of each block's expanded channels
-STUDENT_HIDDEN_SHARE = 0.5  # MLP students (fusion profile "none", e.g. the risk scorer): half the hidden units
+STUDENT_HIDDEN_SHARE = 0.5  # MLP students (the risk scorer, a recommender's MLP): half the hidden units
 
 
 def _student_recipes(cpu: CpuInfo, fusion: str, minutes: float, seed: int) -> list[Any]:
@@ -72,7 +72,17 @@ def _student_recipes(cpu: CpuInfo, fusion: str, minutes: float, seed: int) -> li
             reduce_range=not cpu.has_int8_dot,
         )
         return [student, replace(student, name="student-channels-int8", then=int8)]
-    return []  # recommender embedding pruning is not built yet
+    if fusion == "embedding":
+        from inferopt.recipes.embedding_int8 import EmbeddingInt8Config
+
+        student = PruneConfig(
+            name="student-hidden", drop_hidden=STUDENT_HIDDEN_SHARE, distill_minutes=minutes, seed=seed
+        )
+        both = EmbeddingInt8Config(
+            name="int8-tables-matmul", tables=True, linear=True, reduce_range=not cpu.has_int8_dot
+        )
+        return [student, replace(student, name="student-hidden-int8", then=both)]
+    return []
 
 
 def _plain_int8(cpu: CpuInfo) -> Any:

@@ -18,7 +18,7 @@ from inferopt.recipes.base import register as register_recipe
 from inferopt.recipes.calibration import Calibration
 from inferopt.tasks.base import FusionProfile
 
-SHARES = ("drop_layers", "drop_ffn", "drop_hidden", "drop_channels")
+SHARES = ("drop_layers", "drop_ffn", "drop_hidden", "drop_channels", "drop_rows")
 DISTILL_BATCH = 32
 
 
@@ -31,6 +31,7 @@ class PruneConfig:
     drop_ffn: float = 0.0  # share of FFN channels removed in each remaining transformer layer
     drop_hidden: float = 0.0  # share of hidden units removed between each pair of an MLP's Linear layers
     drop_channels: float = 0.0  # share of a CNN's prunable channels removed (channels.py says which are)
+    drop_rows: float = 0.0  # share of each looked-up embedding table's rows merged into a fallback (rows.py)
     distill_minutes: float = 2.0  # training budget towards the teacher (0: pruned only, not trained)
     seed: int = 0
     max_steps: int | None = None  # a step limit besides the time budget (reproductions, tests)
@@ -161,11 +162,18 @@ def _pruned_and_distilled(context: BuildContext, config: PruneConfig, teacher: A
             from inferopt.recipes.channels import prune_channels
 
             notes["channel_widths"] = prune_channels(student, config.drop_channels, probe)
+        if config.drop_rows:
+            from inferopt.recipes.rows import prune_rows
+
+            # Rare means rarely looked up by what the student will be trained on (drawn like traffic)
+            notes["embedding_rows"] = prune_rows(student, config.drop_rows, data or probe)
         notes["parameters"] = _parameters(student)
         if data is not None:
             settings = DistillSettings(config.distill_minutes, seed=config.seed, max_steps=config.max_steps)
             torch.manual_seed(config.seed)
-            notes["distill"] = distill(student, teacher, data, distance, settings, context.on_progress).to_dict()
+            targets = context.task.distillation_targets  # what is matched: the outputs, or what they are chosen from
+            report = distill(targets(student), targets(teacher), data, distance, settings, context.on_progress)
+            notes["distill"] = report.to_dict()
         else:
             notes["distill"] = {"stopped": "not distilled (distill_minutes 0)"}
     return student, notes

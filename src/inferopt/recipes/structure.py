@@ -9,9 +9,9 @@ by measurement on calibration batches, never by position alone:
   that read it, i.e. how much signal it hands on.
 
 The structures recognised are the Hugging Face BERT family (a ModuleList of blocks, each with `intermediate.dense`
-and `output.dense`) and nn.Sequential chains of Linear layers; anything else is refused with the reason, so the
-recipe is skipped rather than producing a model with inconsistent shapes. This module imports torch: only the
-prune recipe's handler loads it.
+and `output.dense`), and MLPs as nn.Sequential chains of Linear layers or ModuleLists of Linear layers; anything
+else is refused with the reason, so the recipe is skipped rather than producing a model with inconsistent shapes.
+Embedding rows are in rows.py. This module imports torch: only the prune recipe's handler loads it.
 """
 
 from __future__ import annotations
@@ -167,57 +167,89 @@ def prune_ffn(module: nn.Module, share: float, probe: Probe, *, at_random: int |
 # -- MLPs --------------------------------------------------------------------------------------------------------
 
 
-def linear_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int, int]]:
-    """(sequential, index of a Linear, index of the next Linear) where only elementwise modules (or a
-    BatchNorm1d) lie between the two, so the first's outputs are exactly the second's inputs."""
-    pairs = []
-    for seq in (m for m in module.modules() if isinstance(m, nn.Sequential)):
-        children = list(seq)
-        linears = [i for i, c in enumerate(children) if isinstance(c, nn.Linear)]
-        for a, b in itertools.pairwise(linears):
-            if all(isinstance(c, (*ELEMENTWISE, nn.BatchNorm1d)) for c in children[a + 1 : b]):
-                pairs.append((seq, a, b))
+Chain = nn.Sequential | nn.ModuleList  # a container of layers applied in turn
+
+
+def linear_pairs(module: nn.Module) -> list[tuple[Chain, int, int]]:
+    """(container, index of a Linear, index of the Linear that reads its outputs):
+    - in an nn.Sequential, two Linear layers with only elementwise modules (or a BatchNorm1d) between them, so the
+      first's outputs are exactly the second's inputs;
+    - in an nn.ModuleList of Linear layers only (an MLP whose forward applies them in turn, like NeuMF's), each
+      layer and the next where the widths chain. The forward is the model's own, so prune_hidden checks by
+      running the pruned model that the list really is applied in turn."""
+    pairs: list[tuple[Chain, int, int]] = []
+    for container in module.modules():
+        if isinstance(container, nn.Sequential):
+            children = list(container)
+            linears = [i for i, c in enumerate(children) if isinstance(c, nn.Linear)]
+            for a, b in itertools.pairwise(linears):
+                if all(isinstance(c, (*ELEMENTWISE, nn.BatchNorm1d)) for c in children[a + 1 : b]):
+                    pairs.append((container, a, b))
+        elif isinstance(container, nn.ModuleList) and all(isinstance(c, nn.Linear) for c in container):
+            for a in range(len(container) - 1):
+                if container[a].out_features == container[a + 1].in_features:
+                    pairs.append((container, a, a + 1))
     if not pairs:
         names = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
         where = f"its Linear layers ({', '.join(names[:4])}) are wired by its own forward" if names else "no Linear"
         raise CannotPrune(
             f"{type(module).__name__} has no nn.Sequential of Linear layers with only elementwise modules between "
-            f"them ({where}), so hidden units cannot be removed with the shapes kept consistent"
+            f"them and no nn.ModuleList of Linear layers whose widths chain ({where}), so hidden units cannot be "
+            "removed with the shapes kept consistent"
         )
     return pairs
 
 
 def prune_hidden(module: nn.Module, share: float, probe: Probe, *, at_random: int | None = None) -> list[int]:
     """Remove `share` of the hidden units between each Linear pair, the least important first (or at random,
-    given a seed)."""
+    given a seed). A unit's activity is measured where the second layer reads it (its input)."""
     pairs = linear_pairs(module)
-    activity = _mean_activity(module, [seq[b - 1] for seq, _, b in pairs], probe)
+    activity = _mean_activity(module, [container[b] for container, _, b in pairs], probe, at_input=True)
     widths = []
-    for (seq, a, b), act in zip(pairs, activity, strict=True):
-        first, second = _linear(seq[a], f"layer {a}"), _linear(seq[b], f"layer {b}")
+    for (container, a, b), act in zip(pairs, activity, strict=True):
+        first, second = _linear(container[a], f"layer {a}"), _linear(container[b], f"layer {b}")
         keep = kept_indices(ranking(act * second.weight.detach().norm(dim=0), at_random), share)
-        seq[a] = _rows(first, keep)
+        container[a] = _rows(first, keep)
         for i in range(a + 1, b):
-            norm = seq[i]
+            norm = container[i]
             if isinstance(norm, nn.BatchNorm1d):
-                seq[i] = sliced_batchnorm(norm, keep)
-        seq[b] = _columns(second, keep)
+                container[i] = sliced_batchnorm(norm, keep)
+        container[b] = _columns(second, keep)
         widths.append(len(keep))
+    _check_runs(module, probe, [container for container, _, _ in pairs])
     return widths
+
+
+def _check_runs(module: nn.Module, probe: Probe, containers: list[Chain]) -> None:
+    """A ModuleList whose layers the forward does not apply in turn (parallel heads, say) no longer fits its
+    inputs once pruned: that is found here, on one calibration batch, and refused."""
+    try:
+        with torch.inference_mode():
+            module(*probe.args(probe.batches[0]))
+    except RuntimeError as exc:
+        names = {id(m): name for name, m in module.named_modules()}
+        lists = sorted({names[id(c)] for c in containers if isinstance(c, nn.ModuleList)})
+        raise CannotPrune(
+            f"{type(module).__name__}: the Linear layers of {', '.join(lists) or 'its MLP'} are not applied one "
+            f"after another by its forward (the pruned model fails: {str(exc).splitlines()[0]})"
+        ) from None
 
 
 # -- shared ------------------------------------------------------------------------------------------------------
 
 
-def _mean_activity(module: nn.Module, taps: list[nn.Module], probe: Probe) -> list[torch.Tensor]:
-    """Mean |output| per channel (last axis) of each tap module over the probe's batches, real positions only."""
+def _mean_activity(
+    module: nn.Module, taps: list[nn.Module], probe: Probe, *, at_input: bool = False
+) -> list[torch.Tensor]:
+    """Mean |output| (or |input|, `at_input`) per channel (last axis) of each tap module over the probe's
+    batches, real positions only."""
     sums: list[torch.Tensor | None] = [None] * len(taps)
     counts = [0] * len(taps)
     mask: torch.Tensor | None = None
 
     def hook(i: int) -> Callable[..., None]:
-        def record(_: nn.Module, __: object, output: torch.Tensor) -> None:
-            value = output.detach().abs()
+        def record(_: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor | None = None) -> None:
+            value = (inputs[0] if output is None else output).detach().abs()
             if mask is not None and value.dim() == 3 and value.shape[:2] == mask.shape:
                 value = value[mask]
             flat = value.reshape(-1, value.shape[-1])
@@ -227,7 +259,10 @@ def _mean_activity(module: nn.Module, taps: list[nn.Module], probe: Probe) -> li
 
         return record
 
-    handles = [tap.register_forward_hook(hook(i)) for i, tap in enumerate(taps)]
+    handles = [
+        tap.register_forward_pre_hook(hook(i)) if at_input else tap.register_forward_hook(hook(i))
+        for i, tap in enumerate(taps)
+    ]
     try:
         with torch.inference_mode():
             for batch in probe.batches:

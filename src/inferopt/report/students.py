@@ -85,9 +85,15 @@ def _shape(notes: dict) -> str:
     if "channel_widths" in notes:
         widths = notes["channel_widths"]
         parts.append(f"{len(widths)} convolution blocks thinned to {min(widths)}-{max(widths)} channels")
+    for table, (rows, ids) in notes.get("embedding_rows", {}).items():
+        parts.append(f"{table} {rows:,} rows for {ids:,} ids")
     if notes.get("parameters") and notes.get("teacher_parameters"):
-        parts.append(f"{notes['parameters'] / 1e6:.1f}M of {notes['teacher_parameters'] / 1e6:.1f}M parameters")
+        parts.append(f"{_count(notes['parameters'])} of {_count(notes['teacher_parameters'])} parameters")
     return "; ".join(parts) or "-"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
 def _training(distill: dict) -> str:

@@ -262,6 +262,11 @@ class Task(ABC):
         many as the task has (thousands). None by default: a task without them gets no student."""
         return []
 
+    def distillation_targets(self, module: Any) -> Any:
+        """The module whose outputs a student is trained to match (given the same inputs): the model itself,
+        unless its outputs are chosen from something else that is what carries the signal (a top-k's scores)."""
+        return module
+
     @abstractmethod
     def metrics(self) -> Metrics:
         """The fidelity measures and task metric, with the default budget."""

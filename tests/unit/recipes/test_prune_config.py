@@ -21,7 +21,7 @@ CPU = CpuInfo(model="test", flags=frozenset({"avx2"}))
 
 
 @pytest.mark.parametrize("share", [0.0 - 0.1, 1.0, 1.5])
-@pytest.mark.parametrize("field", ["drop_layers", "drop_ffn", "drop_hidden", "drop_channels"])
+@pytest.mark.parametrize("field", ["drop_layers", "drop_ffn", "drop_hidden", "drop_channels", "drop_rows"])
 def test_a_share_outside_zero_one_is_refused(field: str, share: float) -> None:
     with pytest.raises(ValueError, match=rf"{field} {share:g} is outside \(0, 1\)"):
         PruneConfig(**{field: share})
@@ -70,7 +70,8 @@ def test_full_transformer_runs_get_a_student_in_two_forms_and_quick_ones_none() 
     assert _kinds(default_recipes(CPU, "bert", Budget(), quick=False, torch=True, distill_minutes=0)) == []
     cnn = default_recipes(CPU, "cnn", Budget(), quick=False, torch=True, distill_minutes=2.0)
     assert _kinds(cnn) == ["student-channels", "student-channels-int8"]
-    assert _kinds(default_recipes(CPU, "embedding", Budget(), quick=False, torch=True, distill_minutes=2.0)) == []
+    recommender = default_recipes(CPU, "embedding", Budget(), quick=False, torch=True, distill_minutes=2.0)
+    assert _kinds(recommender) == ["student-hidden", "student-hidden-int8"]
     mlp = default_recipes(CPU, "none", Budget(), quick=False, torch=True, distill_minutes=2.0)
     assert _kinds(mlp) == ["student-hidden", "student-hidden-int8"]
 

@@ -75,11 +75,26 @@ class Mlp(nn.Module):
         return self.layers(x).squeeze(-1)
 
 
-def trained_mlp() -> tuple[Mlp, Probe]:
+class ListMlp(nn.Module):
+    """NeuMF's layout: a ModuleList of Linear layers the forward applies in turn (the first one by hand)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = nn.ModuleList([nn.Linear(8, 64), nn.Linear(64, 32), nn.Linear(32, 1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.mlp[0]
+        h = torch.relu(x @ first.weight.T + first.bias)
+        for layer in self.mlp[1:-1]:
+            h = torch.relu(layer(h))
+        return self.mlp[-1](h).squeeze(-1)
+
+
+def trained_mlp(layout: type[nn.Module] = Mlp) -> tuple[nn.Module, Probe]:
     torch.manual_seed(0)
     x = torch.randn(512, 8)
     y = torch.sin(x[:, 0] * 2) + x[:, 1] * x[:, 2] - x[:, 3].abs()
-    model = Mlp()
+    model = layout()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(300):
         loss = ((model(x) - y) ** 2).mean()
@@ -91,10 +106,11 @@ def trained_mlp() -> tuple[Mlp, Probe]:
     return model, probe
 
 
-def test_hidden_units_pruned_by_importance_beat_random_choices():
+@pytest.mark.parametrize("layout", [Mlp, ListMlp])
+def test_hidden_units_pruned_by_importance_beat_random_choices(layout: type[nn.Module]) -> None:
     import copy
 
-    model, probe = trained_mlp()
+    model, probe = trained_mlp(layout)
     reference = probe.run(model)
 
     def distance_after(at_random: int | None) -> float:
@@ -120,15 +136,31 @@ def test_a_model_wired_by_its_own_forward_is_refused_naming_its_layers():
     class Wired(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.mlp = nn.ModuleList([nn.Linear(4, 8), nn.Linear(8, 2)])
+            self.up, self.down = nn.Linear(4, 8), nn.Linear(8, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.mlp[1](self.mlp[0](x))
+            return self.down(self.up(x))
 
-    with pytest.raises(CannotPrune, match=r"Wired has no nn\.Sequential.*mlp\.0, mlp\.1"):
+    with pytest.raises(CannotPrune, match=r"Wired has no nn\.Sequential.*\(its Linear layers \(up, down\) are wired"):
         linear_pairs(Wired())
     with pytest.raises(CannotPrune, match="no list of transformer blocks"):
         encoder_blocks(Wired())
+
+
+def test_a_module_list_not_applied_in_turn_is_refused_once_pruning_shows_it():
+    class Heads(nn.Module):
+        """Two heads on the same input: the widths chain (4 -> 4 -> 4), the layers do not."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.heads[0](x) + self.heads[1](x)
+
+    probe = Probe(("x",), ({"x": np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)},))
+    with pytest.raises(CannotPrune, match="the Linear layers of heads are not applied one after another"):
+        prune_hidden(Heads(), 0.5, probe)
 
 
 @pytest.mark.parametrize("options", [{"affine": False}, {"track_running_stats": False}])

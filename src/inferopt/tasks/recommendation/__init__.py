@@ -45,6 +45,7 @@ from inferopt.tasks.recommendation.catalogue import Catalogue
 DEFAULT_K = 10
 EVAL_K = 100  # results per eval query: the 99 negatives and the held-out item are all ranked
 CALIBRATION_QUERIES = 128
+DISTILLATION_QUERIES = 4096
 QUERY_FIELDS = ("user_id", "item_id", "k", "candidates", "exclude_seen")
 EVAL_ANCHORS = 300  # items whose neighbours the eval set asks for, spread over the catalogue
 SIMILAR = 2  # the eval label of an item query
@@ -171,6 +172,23 @@ class RecommendationTask(Task):
             else:
                 queries.append(Query(user, EVAL_K, (), True, field=f"calibration[{n}]"))
         return queries
+
+    def distillation_inputs(self) -> list[Any]:
+        """Whole-catalogue queries of users drawn in proportion to their training interactions, as traffic
+        would be (a fixed seed; DISTILLATION_QUERIES of them). User ids are a closed set, so the eval's users
+        are among them: a student learns the teacher's scores over the whole input domain, and the eval then
+        checks that fit query by query, with its own exclusions and candidate lists."""
+        catalogue = self.catalogue
+        weights = np.array([len(catalogue.seen(user)) for user in range(catalogue.num_users)], np.float64)
+        weights = weights if weights.sum() > 0 else np.ones_like(weights)
+        users = np.random.default_rng(0).choice(catalogue.num_users, DISTILLATION_QUERIES, p=weights / weights.sum())
+        return [Query(int(user), DEFAULT_K, (), True, field=f"sampled {n + 1}") for n, user in enumerate(users)]
+
+    def distillation_targets(self, module: Any) -> Any:
+        """The whole catalogue's scores: the top-k rows the model returns are chosen from them."""
+        from inferopt.tasks.recommendation.model import CatalogueScores
+
+        return CatalogueScores(module)
 
     def metrics(self) -> Metrics:
         from inferopt.tasks.recommendation.metrics import RecommendationMetrics

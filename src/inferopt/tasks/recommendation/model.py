@@ -124,3 +124,15 @@ class NeuMF(nn.Module):
         masked = torch.where(allowed, scores, torch.full_like(scores, float("-inf")))
         top_scores, top_items = torch.topk(masked, k.max(), dim=1)  # type: ignore[arg-type]  # a tensor K exports as a dynamic TopK
         return top_items, top_scores
+
+
+class CatalogueScores(nn.Module):
+    """A NeuMF's whole-catalogue scores for its queries' users, taking forward's inputs: what a distilled student
+    is trained to match (the item rows forward returns are chosen from these scores and carry no gradient)."""
+
+    def __init__(self, model: NeuMF) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, user: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
+        return self.model.catalogue_scores(user)
