@@ -1,18 +1,22 @@
-"""Smaller models for all-MiniLM-L6-v2: the best INT8 variant of the original against the best pruned + distilled
-+ INT8 student, throughput and fidelity side by side, in one run:
+"""Smaller models: the best INT8 variant of the original against the best pruned + distilled + INT8 student,
+throughput and fidelity side by side, in one run per task:
 
-    python benchmarks/smaller.py [--data sts-dev.csv] [--drop 1/6,1/3] [--distill-minutes 3] [--json OUT]
+    python benchmarks/smaller.py [--task text-embedding] [--data sts-dev.csv] [--drop 1/6,1/3]
+                                 [--distill-minutes 3] [--json OUT]
+    python benchmarks/smaller.py --task image-classification | recommendation | tabular [--model DIR]
 
 Every variant is built by optimize's own recipes and verified like optimize does (the worse of two batchings)
-against the teacher's FP32 on the eval data (STS-B dev when present). Students: for each share in --drop, the
-least missed encoder layers removed (measured), then distilled for --distill-minutes on the packaged corpus
-(Lee news + Python docs; never the eval data), then fused, and fused + INT8 per-channel.
+against the teacher's FP32 on the eval data. Students, text: for each share in --drop, the least missed
+encoder layers removed (measured), distilled for --distill-minutes on the packaged corpus (Lee news + Python
+docs; never the eval data), then fused, and fused + INT8 per-channel. The other tasks: optimize's own student
+(a CNN's expanded channels, a recommender's or risk scorer's MLP hidden units) and optimize's INT8 recipes for
+the original, the student distilled for --distill-minutes on the task's unlabeled data.
 Speed: each variant's best layout from optimize's quick sweep, then the INT8 variants re-measured side by side in
-interleaved rounds (the median is what the ratio uses). Target (issue 15): a student >= 1.5x faster than the
-best INT8 original that still meets the default budget (mean cosine >= 0.995, per-item >= 0.98); the table shows
-by how much each missed. The text task is the one this script runs: the risk scorer's MLP student is measured
-by optimize itself (its 61 -> 64 -> 32 -> 1 MLP is overhead-bound, docs/BENCHMARKS.md), and the image and
-recommender tasks have no students yet.
+interleaved rounds (the median is what the ratio uses). Target (issue 15, for MiniLM): a student >= 1.5x faster
+than the best INT8 original that still meets the default budget (mean cosine >= 0.995, per-item >= 0.98); the
+table shows by how much each missed. The recommender and risk models are the ones `make demo-recsys` and
+`make demo-risk` train (trained here first if --model is missing). The tensor task (a user's module) has no
+unlabeled data, so no student.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from dataclasses import replace
@@ -42,7 +47,13 @@ from inferopt.hardware import cpu_info, usable_cores  # noqa: E402
 console = Console()
 
 
-def recipes(drops: list[float], minutes: float) -> list[Any]:
+TRAINED = {  # the model folder each task's demo trains, and the trainer
+    "recommendation": (REPO / "build" / "recsys" / "model", "inferopt.tasks.recommendation.train"),
+    "tabular": (REPO / "build" / "risk" / "model", "inferopt.tasks.tabular.train"),
+}
+
+
+def text_recipes(drops: list[float], minutes: float) -> list[Any]:
     from inferopt.recipes.graph import GraphConfig
     from inferopt.recipes.int8_dynamic import DynamicInt8Config
     from inferopt.recipes.int8_sensitivity import SensitivityInt8Config
@@ -65,15 +76,36 @@ def recipes(drops: list[float], minutes: float) -> list[Any]:
     return out
 
 
-def run(data_path: Path | None, drops: list[float], minutes: float) -> dict[str, Any]:
+def preset_recipes(task: Any, fusion: str, minutes: float, budget: Budget) -> list[Any]:
+    """optimize's full ONNX recipes for this model: the FP32 graph, the INT8 ones and its student's two forms."""
+    from inferopt.recipes.presets import default_recipes
+
+    everything = default_recipes(cpu_info(), fusion, budget, quick=False, torch=True, distill_minutes=minutes)
+    return [r for r in everything if type(r).kind not in ("torch-eager", "half-autocast")]
+
+
+def model_for(task_name: str, given: Path | None) -> str | None:
+    if task_name not in TRAINED:
+        return None if given is None else str(given)
+    folder, trainer = TRAINED[task_name]
+    folder = given or folder
+    if not folder.exists():
+        console.print(f"training the {task_name} model into {folder}")
+        subprocess.run([sys.executable, "-m", trainer, "--out", str(folder)], check=True)
+    return str(folder)
+
+
+def run(
+    task_name: str, model: Path | None, data_path: Path | None, drops: list[float], minutes: float
+) -> dict[str, Any]:
     from inferopt.bench.harness import benchmark_variant, interleaved_rounds
     from inferopt.recipes import BuildContext, build
     from inferopt.recipes.calibration import Calibration
-    from inferopt.tasks.text_embedding import TextEmbeddingTask
+    from inferopt.tasks.registry import for_model
     from inferopt.verify import Reference, verify
 
-    task = TextEmbeddingTask.from_model(None)
-    data = task.eval_data(data_path)
+    task = for_model(model_for(task_name, model), task=task_name)
+    data = task.eval_data(data_path if task_name == "text-embedding" else None)
     budget = Budget().for_task(task.metrics())
     # The sweep is optimize's quick one (it picks each variant's layout); the side-by-side rounds decide.
     cores, plan = usable_cores(), replace(BenchPlan.quick(), final_rounds=5)
@@ -91,7 +123,12 @@ def run(data_path: Path | None, drops: list[float], minutes: float) -> dict[str,
         calibration = Calibration(task, calibration_items, reference.calibration_outputs)
         context = BuildContext(task, source, work, cpu_info(), path, calibration)
         context.on_progress = lambda share, status: console.print(f"  distill {share:4.0%} {status}")
-        for recipe in recipes(drops, minutes):
+        chosen = (
+            text_recipes(drops, minutes)
+            if task_name == "text-embedding"
+            else preset_recipes(task, source.fusion.kind, minutes, budget)
+        )
+        for recipe in chosen:
             console.print(f"[bold]{recipe.name}[/]: build")
             variant = build(context, recipe)
             accuracy = verify(task, variant.make_backend(cores), data, eval_items, reference.eval_outputs)
@@ -105,18 +142,26 @@ def run(data_path: Path | None, drops: list[float], minutes: float) -> dict[str,
     for name, values in rates.items():
         rows[name]["rounds_items_per_second"] = [round(v, 1) for v in values]
         rows[name]["median_items_per_second"] = statistics.median(values)
-    return {"data": f"{data.name} ({data.summary})", "budget": budget.to_dict(), "rows": rows, **_verdict(rows)}
+    return {
+        "task": task.name,
+        "model": task.model_name,
+        "data": f"{data.name} ({data.summary})",
+        "budget": budget.to_dict(),
+        "measures": list(budget.to_dict()),
+        "rows": rows,
+        **_verdict(rows),
+    }
 
 
 def _row(variant: Any, accuracy: Any, bench: Any, budget: Budget) -> dict[str, Any]:
+    from inferopt.report.students import shape
+
     student = variant.notes.get("student", {})
     return {
         "student": bool(student),
-        "layers": student.get("layers", [6, 6]),
+        "shape": shape(student) if student else "the original",
         "distill": student.get("distill"),
-        "mean_cosine": accuracy.get("mean_cosine"),
-        "min_cosine": accuracy.get("min_cosine"),
-        "spearman_drop": accuracy.get("metric_drop"),
+        "measures": {name: accuracy.get(name) for name in budget.to_dict()},
         "misses": budget.misses(accuracy),
         "size_mb": variant.size_bytes / 2**20,
         "best_items_per_second": bench.best.items_per_second,
@@ -127,9 +172,8 @@ def _row(variant: Any, accuracy: Any, bench: Any, budget: Budget) -> dict[str, A
 
 def _summary(row: dict[str, Any]) -> str:
     miss = "; ".join(row["misses"]) or "within budget"
-    return (
-        f"mean cos {row['mean_cosine']:.4f}, min {row['min_cosine']:.4f}, {row['best_items_per_second']:.0f}/s: {miss}"
-    )
+    measures = ", ".join(f"{name} {value:.4f}" for name, value in row["measures"].items() if value is not None)
+    return f"{measures}, {row['best_items_per_second']:.0f}/s: {miss}"
 
 
 def _is_int8(name: str) -> bool:
@@ -149,20 +193,24 @@ def _verdict(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"best_int8_original": original, "best_int8_student": student, "speedup": ratio}
 
 
+def _megabytes(size: float) -> str:
+    return f"{size:.1f}" if size >= 1 else f"{size:.3f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     rate = result["rows"][result["best_int8_original"]].get("median_items_per_second")
+    measures = result["measures"]
     lines = [
-        "| variant | layers | mean cos | min cos | Spearman drop | MB | best items/s (layout) | interleaved median | "
+        f"| variant | shape | {' | '.join(measures)} | MB | best items/s (layout) | interleaved median | "
         "x best INT8 original | budget |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|" + "---:|" * (len(measures) + 4) + "---|",
     ]
     for name, r in result["rows"].items():
         median = r.get("median_items_per_second")
-        drop = "-" if r["spearman_drop"] is None else f"{r['spearman_drop']:.2f}"
+        values = " | ".join("-" if r["measures"][m] is None else f"{r['measures'][m]:.4f}" for m in measures)
         lines.append(
-            f"| {name} | {r['layers'][0]} of {r['layers'][1]} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | "
-            f"{drop} | "
-            f"{r['size_mb']:.1f} | {r['best_items_per_second']:.0f} ({r['best_layout']}) | "
+            f"| {name} | {r['shape']} | {values} | "
+            f"{_megabytes(r['size_mb'])} | {r['best_items_per_second']:.0f} ({r['best_layout']}) | "
             f"{'-' if median is None else f'{median:.0f}'} | {'-' if median is None else f'{median / rate:.2f}x'} | "
             f"{'; '.join(r['misses']) or 'met'} |"
         )
@@ -171,13 +219,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=STSB_DEV if STSB_DEV.exists() else None)
-    parser.add_argument("--drop", default="1/6,1/3", help="shares of encoder layers to remove, one student each")
+    parser.add_argument("--task", default="text-embedding", help="text-embedding, image-classification, ...")
+    parser.add_argument("--model", type=Path, help="the model folder (recommendation, tabular: the demo's)")
+    parser.add_argument("--data", type=Path, default=STSB_DEV if STSB_DEV.exists() else None, help="text only")
+    parser.add_argument("--drop", default="1/6,1/3", help="text: shares of encoder layers to remove, one student each")
     parser.add_argument("--distill-minutes", type=float, default=3.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     drops = [float(Fraction(part)) for part in args.drop.split(",")]
-    result = run(args.data, drops, args.distill_minutes)
+    result = run(args.task, args.model, args.data, drops, args.distill_minutes)
     for row in result["rows"].values():
         if row["distill"]:
             console.print(row["distill"])

@@ -62,7 +62,7 @@ def _line(result: RunResult, v: VariantResult, teacher: VariantResult | None) ->
     return StudentLine(
         name=v.name,
         then=str(v.notes.get("then", "")),
-        shape=_shape(notes),
+        shape=shape(notes),
         training=_training(notes.get("distill", {})),
         size_mb=v.bench.size_bytes / 2**20 if v.bench else None,
         items_per_second=rate,
@@ -72,7 +72,7 @@ def _line(result: RunResult, v: VariantResult, teacher: VariantResult | None) ->
     )
 
 
-def _shape(notes: dict) -> str:
+def shape(notes: dict) -> str:
     parts = []
     if "layers" in notes:
         kept, total = notes["layers"]
