@@ -3,6 +3,13 @@
 A directory with `manifest.json` (schema version, task section with its config and assets, recipe, runtime
 settings, io schema, accuracy, benchmark summary, environment, sha256 of every file) beside the model and the
 task's asset files. Loading verifies every hash and names the file that does not match.
+
+The manifest is covered too: its `identity` holds the sha256 of its canonical form (every other field, keys
+sorted, compact JSON) and of each top-level field's. An edited manifest (64 sessions, another recipe name) is
+refused at load, naming the field that differs. The artifact's id is the first 16 hex digits of the whole
+manifest's hash, so it covers every file (through their hashes) and every setting: `serve --require-id` pins
+a deployment to exactly one artifact. (A hash is not a signature: whoever may write the folder may also
+rewrite the identity. The pinned id is what such an edit cannot keep.)
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ from inferopt.tasks.base import IOSchema
 SCHEMA_VERSION = 2
 REQUIRED = ("task", "runtime", "io", "files")
 MANIFEST = "manifest.json"
+IDENTITY = "identity"
 
 
 def write_artifact(directory: Path, manifest: dict[str, Any], files: dict[str, Path]) -> Path:
@@ -38,9 +47,28 @@ def write_artifact(directory: Path, manifest: dict[str, Any], files: dict[str, P
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)
         hashes[name] = sha256_file(target)
-    full = {"schema_version": SCHEMA_VERSION, **manifest, "files": hashes}
-    (directory / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return write_manifest(directory, {"schema_version": SCHEMA_VERSION, **manifest, "files": hashes})
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    """manifest.json with its identity computed afresh: what optimize writes (and what a tool that deliberately
+    rewrites a manifest must use, or the artifact is refused as edited)."""
+    body = {k: v for k, v in manifest.items() if k != IDENTITY}
+    sealed = {**body, IDENTITY: identity_of(body)}
+    (directory / MANIFEST).write_text(json.dumps(sealed, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return directory / MANIFEST
+
+
+def canonical(value: Any) -> bytes:
+    """The one byte form of a JSON value: keys sorted, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def identity_of(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sha256": hashlib.sha256(canonical(body)).hexdigest(),
+        "fields": {name: hashlib.sha256(canonical(value)).hexdigest() for name, value in sorted(body.items())},
+    }
 
 
 @dataclass(frozen=True)
@@ -56,11 +84,12 @@ class Artifact:
     path: Path
     manifest: dict[str, Any]
 
-    @property
+    @cached_property
     def artifact_id(self) -> str:
-        """A short stable identity: the hash of the file hashes. Cache keys and metrics carry it."""
-        blob = json.dumps(self.manifest["files"], sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """A short stable identity: the manifest's hash (which covers every file's). Cache keys, metrics,
+        model versions and `serve --require-id` carry it."""
+        body = {k: v for k, v in self.manifest.items() if k != IDENTITY}
+        return hashlib.sha256(canonical(body)).hexdigest()[:16]
 
     @property
     def task(self) -> str:
@@ -168,8 +197,38 @@ def load_artifact(path: Path, *, verify: bool = True) -> Artifact:
     artifact = Artifact(path, manifest)
     _ = artifact.placement, artifact.path_placements  # a placement that cannot be read: refused now
     if verify:
+        verify_identity(artifact)
         verify_files(artifact)
     return artifact
+
+
+def verify_identity(artifact: Artifact) -> None:
+    """The manifest is as optimize wrote it: its canonical hash matches its identity, else the differing
+    fields are named."""
+    where = artifact.path / MANIFEST
+    stored = artifact.manifest.get(IDENTITY)
+    if not isinstance(stored, dict) or not isinstance(stored.get("fields"), dict):
+        raise ArtifactError(
+            f"{where} has no identity hash: it was written by an inferopt from before manifests were covered, "
+            "or the field was removed",
+            "re-run inferopt optimize",
+        )
+    body = {k: v for k, v in artifact.manifest.items() if k != IDENTITY}
+    actual = identity_of(body)
+    if actual["sha256"] == stored.get("sha256"):
+        return
+    recorded = stored["fields"]
+    changed = [n for n in actual["fields"] if n in recorded and recorded[n] != actual["fields"][n]]
+    added = [n for n in actual["fields"] if n not in recorded]
+    removed = [n for n in recorded if n not in actual["fields"]]
+    parts = [f"{', '.join(changed)} changed"] if changed else []
+    parts += [f"{', '.join(added)} added"] if added else []
+    parts += [f"{', '.join(removed)} removed"] if removed else []
+    what = "; ".join(parts) or "its identity hash itself was edited"
+    raise ArtifactError(
+        f"{where} was edited after optimize wrote it ({what}): it no longer matches its canonical hash",
+        "restore the manifest, or re-run inferopt optimize",
+    )
 
 
 def verify_files(artifact: Artifact) -> None:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from inferopt.artifact import MANIFEST, load_artifact, write_artifact
+from inferopt.artifact import MANIFEST, load_artifact, write_artifact, write_manifest
 from inferopt.errors import ArtifactError
 
 MANIFEST_BODY = {
@@ -68,3 +68,53 @@ def test_a_schema_1_artifact_is_refused_with_what_to_do(artifact_dir: Path) -> N
     (artifact_dir / MANIFEST).write_text(json.dumps(manifest | {"schema_version": 1, "task": "text-embedding"}))
     with pytest.raises(ArtifactError, match=r"schema version 1.*re-run inferopt optimize"):
         load_artifact(artifact_dir)
+
+
+def _edit(artifact_dir: Path, change: dict) -> None:
+    manifest = json.loads((artifact_dir / MANIFEST).read_text())
+    (artifact_dir / MANIFEST).write_text(json.dumps(manifest | change, indent=2))
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            {
+                "runtime": MANIFEST_BODY["runtime"]
+                | {"settings": {"sessions": 64, "intra_op_threads": 1, "batch_size": 16}}
+            },
+            r"\(runtime changed\)",
+        ),
+        ({"recipe": {"name": "int8-per-channel"}}, r"\(recipe added\)"),
+        ({"model_name": "other", "io": {}}, r"\(io, model_name changed\)"),
+    ],
+)
+def test_an_edited_manifest_is_refused_naming_the_field(artifact_dir: Path, change: dict, named: str) -> None:
+    before = load_artifact(artifact_dir).artifact_id
+    _edit(artifact_dir, change)
+    with pytest.raises(ArtifactError, match=rf"manifest\.json was edited after optimize wrote it {named}"):
+        load_artifact(artifact_dir)
+    assert load_artifact(artifact_dir, verify=False).artifact_id != before  # the id covers the manifest
+
+
+def test_a_removed_field_or_identity_is_named(artifact_dir: Path) -> None:
+    manifest = json.loads((artifact_dir / MANIFEST).read_text())
+    (artifact_dir / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "model_name"}))
+    with pytest.raises(ArtifactError, match=r"\(model_name removed\)"):
+        load_artifact(artifact_dir)
+    (artifact_dir / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "identity"}))
+    with pytest.raises(ArtifactError, match="has no identity hash"):
+        load_artifact(artifact_dir)
+    (artifact_dir / MANIFEST).write_text(json.dumps(manifest | {"identity": manifest["identity"] | {"sha256": "0"}}))
+    with pytest.raises(ArtifactError, match="its identity hash itself was edited"):
+        load_artifact(artifact_dir)
+
+
+def test_the_id_ignores_layout_but_not_content(artifact_dir: Path) -> None:
+    """Reformatting (key order, indentation) keeps the id; a rewrite through write_manifest is a new artifact."""
+    artifact = load_artifact(artifact_dir)
+    manifest = json.loads((artifact_dir / MANIFEST).read_text())
+    (artifact_dir / MANIFEST).write_text(json.dumps(dict(reversed(list(manifest.items())))))
+    assert load_artifact(artifact_dir).artifact_id == artifact.artifact_id
+    write_manifest(artifact_dir, manifest | {"model_name": "renamed"})
+    assert load_artifact(artifact_dir).artifact_id != artifact.artifact_id

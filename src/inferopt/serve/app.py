@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 import inferopt
 from inferopt.errors import InferoptError
 from inferopt.serve.access_log import AccessLog
+from inferopt.serve.auth import ApiKeys
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import ModelNotFound, ServeError
 from inferopt.serve.http import error_response, json_response, server_state
@@ -52,8 +53,9 @@ def create_app(
     requests_log = (access_log or AccessLog()) if config.access_log else None
     tracing = tracing or Tracing.from_config(config.otlp_endpoint, metrics)
     state = ServerState(config, source, metrics, on_fatal, tracing)
+    keys = ApiKeys.of(config.keys(), metrics_auth=config.metrics_auth)  # an empty keys file is refused here
 
-    grpc = grpc_listener(config, state, requests_log, tracing)
+    grpc = grpc_listener(config, state, requests_log, tracing, keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,14 +92,18 @@ def create_app(
     # Jobs take the full stack, not HotRoutes: a submission is rare and heavy, its overhead does not matter.
     for routes in (router, openai_embeddings.router, kserve_v1.router, oip_v2.router, jobs.router):
         app.include_router(routes)
-    app.add_middleware(RequestContext, metrics=metrics, access_log=requests_log, tracing=tracing)
+    app.add_middleware(RequestContext, metrics=metrics, access_log=requests_log, tracing=tracing, keys=keys)
     app.hot_routes = HotRoutes.of(openai_embeddings.router, kserve_v1.router, oip_v2.router)
-    app.hot_path = RequestContext(_hot_asgi, metrics, requests_log, tracing)
+    app.hot_path = RequestContext(_hot_asgi, metrics, requests_log, tracing, keys)
     return app
 
 
 def grpc_listener(
-    config: ServeConfig, state: ServerState, access_log: AccessLog | None, tracing: Tracing | None
+    config: ServeConfig,
+    state: ServerState,
+    access_log: AccessLog | None,
+    tracing: Tracing | None,
+    keys: ApiKeys | None = None,
 ) -> GrpcListener | None:
     """The gRPC face, when --grpc-port or --grpc-uds asks for it (grpcio is imported only then)."""
     if config.grpc_port is None and config.grpc_uds is None:
@@ -106,7 +112,7 @@ def grpc_listener(
         from inferopt.serve.protocols.oip_v2_grpc import GrpcListener
     except ImportError as exc:
         raise InferoptError(f"--grpc-port / --grpc-uds need grpcio ({exc})", "pip install 'inferopt[grpc]'") from None
-    return GrpcListener(config, state, access_log, tracing)
+    return GrpcListener(config, state, access_log, tracing, keys)
 
 
 HotHandler = Callable[..., Awaitable[Response]]

@@ -136,6 +136,21 @@ def serve_command(
     drift_max_age_s: Annotated[
         float, _opt("Seconds after which an item leaves the drift window", "drift_max_age_s")
     ] = _D.drift_max_age_s,
+    api_key: Annotated[
+        list[str] | None,
+        _opt("Require Authorization: Bearer KEY on every route but health and /metrics (repeatable)", "api_keys"),
+    ] = None,
+    api_keys_file: Annotated[
+        Path | None, _opt("Also take the keys in this file, one per line (# comments)", "api_keys_file")
+    ] = None,
+    metrics_auth: Annotated[bool, _opt("Require a key on /metrics too", "metrics_auth")] = _D.metrics_auth,
+    ssl_certfile: Annotated[
+        Path | None, _opt("Serve HTTPS (and gRPC over TLS) with this certificate chain (PEM)", "ssl_certfile")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, _opt("The certificate's private key (PEM)", "ssl_keyfile")] = None,
+    require_id: Annotated[
+        str | None, _opt("Refuse to start unless the artifact's id is this (inferopt inspect shows it)", "require_id")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error", envvar="INFEROPT_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve an artifact over HTTP with micro-batching, caching and metrics: OpenAI-compatible /v1/embeddings
@@ -183,6 +198,12 @@ def serve_command(
         drift_window=drift_window,
         drift_min_items=drift_min_items,
         drift_max_age_s=drift_max_age_s,
+        api_keys=tuple(api_key or ()),
+        api_keys_file=api_keys_file,
+        metrics_auth=metrics_auth,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        require_id=require_id,
     )
     serve(config, log_level=log_level)
 
@@ -208,11 +229,14 @@ def build_app(config: ServeConfig, *, access_log: AccessLog | None = None) -> Fa
     from inferopt.artifact import load_artifact
     from inferopt.serve.app import create_app
     from inferopt.serve.model import ServingModel
+    from inferopt.serve.tls import check_tls
     from inferopt.tasks.registry import for_artifact
 
     if config.artifact is None:
         raise InferoptError("No artifact given", "pass the folder inferopt optimize wrote")
+    check_tls(config.ssl_certfile, config.ssl_keyfile)
     artifact = load_artifact(config.artifact)
+    _check_id(config, artifact.artifact_id)
     task = for_artifact(artifact.manifest, artifact.path)  # a task this inferopt cannot serve: a one-line error now
     _check_features(config, task)
     placements = artifact.resolve_placements(config.device)  # a GPU this machine lacks: a one-line error now
@@ -225,6 +249,15 @@ def build_app(config: ServeConfig, *, access_log: AccessLog | None = None) -> Fa
         placements=placements,
     )
     return create_app(config, load, access_log=access_log)
+
+
+def _check_id(config: ServeConfig, artifact_id: str) -> None:
+    """--require-id: a deployment pinned to one exact artifact refuses any other (the id covers every file)."""
+    if config.require_id is not None and config.require_id != artifact_id:
+        raise InferoptError(
+            f"--require-id {config.require_id}: this artifact is {artifact_id}",
+            "serve the artifact that id names, or update the pin",
+        )
 
 
 def _check_features(config: ServeConfig, task: Any) -> None:
@@ -269,6 +302,8 @@ def run_server(app: FastAPI, config: ServeConfig, *, sock: socket.socket | None 
         # closes an idle connection first races the client reusing it, and that request is lost.
         timeout_keep_alive=KEEP_ALIVE_S,
         server_header=False,
+        ssl_certfile=str(config.ssl_certfile) if config.ssl_certfile else None,
+        ssl_keyfile=str(config.ssl_keyfile) if config.ssl_keyfile else None,
     )
     server = DrainingServer(uv_config)
 

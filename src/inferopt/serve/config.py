@@ -7,7 +7,7 @@ Fields left as None take the artifact's benchmarked settings (batch size, sessio
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -69,6 +69,12 @@ class ServeConfig:
     drift_window: int = 1000  # items in the live drift window (the latest ones)
     drift_min_items: int = 100  # items the window needs before drift figures are reported
     drift_max_age_s: float = 3600.0  # items older than this leave the window, however few are left
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # Authorization: Bearer KEY on all but health
+    api_keys_file: Path | None = None  # ... and/or the keys in this file, one per line (serve/auth.py)
+    metrics_auth: bool = False  # /metrics needs a key too (it is open by default, for the scraper)
+    ssl_certfile: Path | None = None  # TLS on HTTP and gRPC: the certificate chain (PEM) ...
+    ssl_keyfile: Path | None = None  # ... and its private key (PEM)
+    require_id: str | None = None  # refuse to serve any artifact but the one with this id
 
     def __post_init__(self) -> None:
         positive = (
@@ -139,6 +145,16 @@ class ServeConfig:
                     f"--otlp-endpoint {self.otlp_endpoint!r} is not an http(s) URL",
                     "give the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318",
                 )
+        from inferopt.serve.auth import check_key
+
+        for key in self.api_keys:
+            check_key(key, "--api-key")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise InputError(
+                "--ssl-certfile and --ssl-keyfile go together", "give both (the certificate and its private key)"
+            )
+        if self.metrics_auth and not (self.api_keys or self.api_keys_file):
+            raise InputError("--metrics-auth needs API keys", "give --api-key or --api-keys-file")
         for name in self.served_model_names:
             if not name or "/" in name or not name.isprintable():
                 raise InputError(
@@ -163,6 +179,12 @@ class ServeConfig:
             if not group.strip() or not ttls[group.strip()] > 0:
                 raise InputError(f"--feature-ttl {entry!r} is not GROUP=SECONDS", "e.g. --feature-ttl accounts=300")
         return ttls
+
+    def keys(self) -> tuple[str, ...]:
+        """--api-key and the keys in --api-keys-file (read now: at start-up, where an empty file is refused)."""
+        from inferopt.serve.auth import read_keys_file
+
+        return self.api_keys + (read_keys_file(self.api_keys_file) if self.api_keys_file else ())
 
     @property
     def cache_enabled(self) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import grpc
 from grpc import aio
 
 from inferopt.serve.wire import oip_v2_grpc as wire
@@ -16,15 +17,19 @@ Metadata = Sequence[tuple[str, str]]
 
 
 class GrpcClient:
-    def __init__(self, target: str, *, max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        """`target`: HOST:PORT, or unix:PATH."""
-        self.channel = aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+    def __init__(
+        self, target: str, *, max_message_bytes: int = 64 * 1024 * 1024, root_certificates: bytes | None = None
+    ) -> None:
+        """`target`: HOST:PORT, or unix:PATH; `root_certificates` (PEM): speak TLS, trusting these."""
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if root_certificates is None:
+            self.channel = aio.insecure_channel(target, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = aio.secure_channel(target, credentials, options=options)
         self._calls = {
             name: self.channel.unary_unary(
                 f"/{wire.SERVICE}/{name}",

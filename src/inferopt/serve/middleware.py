@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from inferopt.serve.access_log import AccessLog
+from inferopt.serve.auth import ApiKeys, Unauthorized
 from inferopt.serve.metrics import ServeMetrics
 from inferopt.serve.trace_context import REQUEST_SPAN, TraceContext, from_headers
 from inferopt.serve.tracing import Tracing
@@ -26,6 +27,7 @@ LOG_FIELDS = "inferopt.log"  # scope key handlers put extra access-log fields un
 STARTED = "inferopt.started"  # perf_counter() when the request reached the app: the start of Server-Timing total
 TRACE = "inferopt.trace"  # scope key of the request's TraceContext
 SPAN = "inferopt.span"  # scope key of the request's open span (tracing.RequestSpan), when tracing is on
+KEY_ID = "inferopt.key_id"  # scope key of the id of the API key the request came with (never the key)
 
 
 _ID_PREFIX = os.urandom(4).hex()  # per process, so ids stay unique across replicas
@@ -54,11 +56,13 @@ class RequestContext:
         metrics: ServeMetrics,
         access_log: AccessLog | None = None,
         tracing: Tracing | None = None,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
         self.tracing = tracing
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,13 +95,35 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            refusal = self._authorize(scope) if self.keys is not None else None
+            if refusal is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                self.metrics.rejected.labels(refusal.reason).inc()
+                await _refused(scope, refusal)(scope, receive, send_with_id)
         finally:
             if self.access_log is not None:
                 self._log(self.access_log, scope, request_id, trace, status, time.perf_counter() - started)
             if span is not None:
                 REQUEST_SPAN.reset(token)  # type: ignore[arg-type]
                 span.end(_route(scope), scope.get("method", ""), status)
+
+    def _authorize(self, scope: Scope) -> Unauthorized | None:
+        """None when the path is open or the request carries a known key (its id then goes to the log)."""
+        assert self.keys is not None
+        path, root = scope["path"], scope.get("root_path")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if not self.keys.required_for(path):
+            return None
+        values = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
+        try:
+            if len(values) > 1:
+                raise Unauthorized("send one Authorization header with one API key, not several", error="invalid_request")
+            scope[KEY_ID] = self.keys.identify(values[0].decode("latin-1") if values else None)
+        except Unauthorized as exc:
+            return exc
+        return None
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         self.metrics.observe_request(_route(scope), status, seconds)
@@ -117,8 +143,17 @@ class RequestContext:
             "ms": round(seconds * 1000, 3),
             "client": f"{client[0]}:{client[1]}" if client else None,
         }
+        if KEY_ID in scope:
+            line["key_id"] = scope[KEY_ID]
         line.update(scope.get(LOG_FIELDS, {}))
         access_log.write(line)
+
+
+def _refused(scope: Scope, error: Unauthorized) -> ASGIApp:
+    """The 401, in the shape of the route's protocol (OpenAI's for /v1/embeddings, {"error": ...} elsewhere)."""
+    from inferopt.serve.http import error_response
+
+    return error_response(error, plain=not scope["path"].endswith("/v1/embeddings"))
 
 
 def _route(scope: Scope) -> str:

@@ -119,8 +119,8 @@ class ServerThread:
 
         self.sock = free_socket()
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self.config = replace(config or ServeConfig(access_log=False), host="127.0.0.1", port=self.port)
+        self.url = f"{'https' if self.config.ssl_certfile else 'http'}://127.0.0.1:{self.port}"
         self.app = create_app(self.config, model)
         self.ready_timeout_s = ready_timeout_s
         self._thread: threading.Thread | None = None
@@ -142,8 +142,16 @@ class ServerThread:
     def __enter__(self) -> ServerThread:
         import uvicorn
 
+        tls = self.config
         config = uvicorn.Config(
-            self.app, loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None
+            self.app,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            ssl_certfile=str(tls.ssl_certfile) if tls.ssl_certfile else None,
+            ssl_keyfile=str(tls.ssl_keyfile) if tls.ssl_keyfile else None,
         )
         server = uvicorn.Server(config)
         self._server = server

@@ -145,6 +145,7 @@ def _measured_on_cuda(artifact: Path, tmp_path: Path) -> Path:
     import json
     import shutil
 
+    from inferopt.artifact import write_manifest
     from inferopt.runtime.placement import Placement
 
     copy = tmp_path / "on-cuda"
@@ -152,7 +153,7 @@ def _measured_on_cuda(artifact: Path, tmp_path: Path) -> Path:
     manifest = json.loads((copy / "manifest.json").read_text())
     placement = Placement.cuda()
     manifest["runtime"] |= {"placement": placement.to_dict(), "providers": list(placement.providers)}
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(copy, manifest)
     return copy
 
 

@@ -23,6 +23,7 @@ from grpc import aio
 
 import inferopt
 from inferopt.serve.access_log import AccessLog
+from inferopt.serve.auth import OPEN_GRPC_CALLS, ApiKeys, Unauthorized
 from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import ModelNotFound, PayloadTooLarge, ServeError, as_serve_error
 from inferopt.serve.inference import PRIORITY_HEADER, Rendered, answer, lane_of, require_model
@@ -42,6 +43,7 @@ GRPC_MESSAGE_SLACK = 64 * 1024  # the message around the tensors: names, shapes,
 
 CODE_OF_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
     CLIENT_CLOSED: grpc.StatusCode.CANCELLED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -248,8 +250,9 @@ def _value(metadata: list[tuple[bytes, bytes]], key: bytes) -> str | None:
 Handler = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 
 
-def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
-    """The service's calls bound to `servicer`, with the protocol's message classes as their codecs."""
+def service_handler(servicer: InferenceServicer, keys: ApiKeys | None = None) -> grpc.GenericRpcHandler:
+    """The service's calls bound to `servicer`, with the protocol's message classes as their codecs; with API
+    keys, every call but the two health ones needs `authorization: Bearer KEY` metadata."""
     methods: dict[str, Handler] = {
         "ServerLive": servicer.server_live,
         "ServerReady": servicer.server_ready,
@@ -258,6 +261,10 @@ def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
         "ModelMetadata": servicer.model_metadata,
         "ModelInfer": servicer.model_infer,
     }
+    if keys is not None:
+        methods = {
+            name: m if name in OPEN_GRPC_CALLS else _keyed(m, keys, servicer.state) for name, m in methods.items()
+        }
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
             method,
@@ -269,13 +276,36 @@ def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(wire.SERVICE, handlers)
 
 
+def _keyed(method: Handler, keys: ApiKeys, state: ServerState) -> Handler:
+    """`method`, once the call's metadata carries a known key: else UNAUTHENTICATED, counted as HTTP's 401 is."""
+
+    async def call(request: Any, context: aio.ServicerContext) -> Any:
+        values = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        try:
+            if len(values) > 1:
+                raise Unauthorized("send one authorization metadata entry, not several", error="invalid_request")
+            keys.identify(values[0] if values and isinstance(values[0], str) else None)
+        except Unauthorized as exc:
+            state.metrics.rejected.labels(exc.reason).inc()
+            await _abort(context, exc)
+        return await method(request, context)
+
+    return call
+
+
 class GrpcListener:
     """The gRPC server beside the HTTP one: started when the app starts, drained when it stops."""
 
     def __init__(
-        self, config: ServeConfig, state: ServerState, access_log: AccessLog | None, tracing: Tracing | None
+        self,
+        config: ServeConfig,
+        state: ServerState,
+        access_log: AccessLog | None,
+        tracing: Tracing | None,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.config = config
+        self.keys = keys
         self.servicer = InferenceServicer(state, access_log, tracing)
         self.server: aio.Server | None = None
         self.port: int | None = None  # the TCP port bound (the one asked for, or the free one port 0 found)
@@ -290,15 +320,19 @@ class GrpcListener:
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
             ]
         )
-        server.add_generic_rpc_handlers((service_handler(self.servicer),))
+        server.add_generic_rpc_handlers((service_handler(self.servicer, self.keys),))
         targets = []
         if config.grpc_port is not None:
             targets.append(f"{_host(config.host)}:{config.grpc_port}")
         if config.grpc_uds is not None:
             targets.append(f"unix:{config.grpc_uds}")
+        credentials = _server_credentials(config)
         for target in targets:
             try:
-                bound = server.add_insecure_port(target)
+                if credentials is not None and not target.startswith("unix:"):
+                    bound = server.add_secure_port(target, credentials)
+                else:
+                    bound = server.add_insecure_port(target)
             except RuntimeError as exc:
                 raise OSError(f"gRPC could not listen on {target}: {exc}") from None
             if not target.startswith("unix:"):
@@ -312,6 +346,15 @@ class GrpcListener:
         if self.server is not None:
             await self.server.stop(grace_s)
             self.server = None
+
+
+def _server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
+    """TLS with the HTTP server's certificate and key (--ssl-certfile / --ssl-keyfile), for the TCP port; a Unix
+    socket stays plain (only this machine reaches it, as with the HTTP --uds)."""
+    if config.ssl_certfile is None or config.ssl_keyfile is None:
+        return None
+    chain, key = config.ssl_certfile.read_bytes(), config.ssl_keyfile.read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)])
 
 
 MAX_TASK_REQUEST_BYTES = 32 * 1024 * 1024  # the largest any task takes by default (images); each model checks its own
