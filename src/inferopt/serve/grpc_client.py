@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import grpc
+import numpy as np
 from grpc import aio
 
 from inferopt.serve.wire import oip_v2_grpc as wire

@@ -119,7 +119,7 @@ class RequestContext:
         values = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
         try:
             if len(values) > 1:
-                raise Unauthorized("send one Authorization header with one API key, not several", error="invalid_request")
+                raise Unauthorized("send one Authorization header (one API key), not several", error="invalid_request")
             scope[KEY_ID] = self.keys.identify(values[0].decode("latin-1") if values else None)
         except Unauthorized as exc:
             return exc
