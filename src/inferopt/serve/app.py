@@ -201,10 +201,17 @@ async def health_ready(request: Request) -> Response:
     return json_response({"status": state.phase, "detail": state.detail}, status=503)
 
 
+class PrometheusText(Response):
+    """/metrics' one media type, so the schema documents that alone (not FastAPI's default JSON)."""
+
+    media_type = CONTENT_TYPE
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition format"}},
+    response_class=PrometheusText,
+    responses={200: {"description": "Prometheus text exposition format"}},
 )
 async def prometheus_metrics(request: Request) -> Response:
     state = server_state(request)

@@ -168,6 +168,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": text}
     for code, text in {
         400: "Malformed JSON or non-UTF-8 body",
+        401: "Missing or unknown API key (when the server has --api-key); see WWW-Authenticate",
         404: "Unknown model, or a protocol this model does not speak",
         413: "Body or item count over the limit",
         422: "A field is invalid (the message names it)",

@@ -186,3 +186,12 @@ def serve_artifact(path: Path | None, **config: object) -> ServerThread:
     assert path is not None
     model = ServingModel.from_artifact(load_artifact(path))
     return ServerThread(model, ServeConfig(**({"access_log": False} | config)), ready_timeout_s=120)  # type: ignore[arg-type]
+
+
+def test_generated_input_on_every_route_never_gets_a_5xx(optimized: Outcome) -> None:
+    from tests.fuzz import everything
+
+    with serve_artifact(optimized.artifact_dir, grpc_port=0) as server:
+        seen = everything(server, examples=20)
+    assert seen["POST /v1/models/{name}:predict"][422] > 0
+    assert seen["grpc"]["INVALID_ARGUMENT"] > 0

@@ -200,3 +200,11 @@ def test_redis_shares_recommendations_across_replicas_with_a_ttl(recsys_artifact
     finally:
         shared.flushdb()
         shared.close()
+
+
+def test_generated_input_on_every_route_never_gets_a_5xx(server: ServerThread) -> None:
+    from tests.fuzz import everything
+
+    seen = everything(server, examples=30)
+    assert seen["POST /v1/models/{name}:predict"][422] > 0 and seen["oip_v2"][422] > 0
+    assert seen["grpc"]["INVALID_ARGUMENT"] > 0

@@ -352,3 +352,11 @@ def test_grpc_scores_entity_ids_as_rest_does(server: ServerThread) -> None:
     assert code == "NOT_FOUND" and "999" in message
     code, message = grpc_error(server.grpc_target, NAME, {"entity_id": np.array([1.0], np.float32)})
     assert code == "INVALID_ARGUMENT" and "entity_id must be an INT64" in message
+
+
+def test_generated_input_on_every_route_never_gets_a_5xx(server: ServerThread) -> None:
+    from tests.fuzz import everything
+
+    seen = everything(server, examples=30)
+    assert seen["POST /v1/models/{name}:predict"][422] > 0 and seen["oip_v2"][422] > 0
+    assert seen["grpc"]["INVALID_ARGUMENT"] > 0

@@ -209,3 +209,12 @@ def test_load_and_profile_speak_each_protocol_to_a_tensor_model(two_headed: Path
     assert breakdown["inference"]["p50_ms"] > 0  # every row distinct: each request ran the model
     in_process = profile_artifact(two_headed, None, 40, warmup=5)  # no inputs: the artifact's own examples
     assert in_process.requests == 40 and in_process.stage_sum_ratio() == pytest.approx(1.0, abs=0.1)
+
+
+def test_generated_input_on_every_route_never_gets_a_5xx(two_headed: Path) -> None:
+    from tests.fuzz import everything
+
+    with serve_artifact(two_headed, grpc_port=0) as server:
+        seen = everything(server, examples=30)
+    assert seen["POST /v2/models/{name}/infer"][422] > 0 and seen["oip_v2"][200] > 0
+    assert seen["grpc"]["INVALID_ARGUMENT"] > 0

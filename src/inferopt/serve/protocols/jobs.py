@@ -14,6 +14,7 @@ from inferopt.serve.http import ERROR_RESPONSES, error_response, json_response, 
 from inferopt.serve.inference import require_model
 from inferopt.serve.jobs import parse_job
 from inferopt.serve.middleware import REQUEST_ID
+from inferopt.serve.wire.docs import JobRequestDoc, json_body
 from inferopt.tasks.base import KSERVE_V1
 
 log = logging.getLogger("inferopt.serve")
@@ -26,6 +27,7 @@ JOBS_PATH = "/v1/jobs"
     status_code=202,
     summary="Submit a job: the instances of a :predict, run in the background, durable in Redis",
     responses=ERROR_RESPONSES,
+    openapi_extra=json_body(JobRequestDoc),
 )
 async def submit_job(request: Request) -> Response:
     state = server_state(request)

@@ -18,6 +18,7 @@ from inferopt.serve.http import (
 from inferopt.serve.inference import Rendered
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
+from inferopt.serve.wire.docs import PredictRequestDoc, json_body
 from inferopt.serve.wire.kserve_v1 import parse_predict, parse_upload, predict_response
 from inferopt.serve.wire.multipart import is_multipart
 from inferopt.tasks.base import KSERVE_V1
@@ -30,6 +31,7 @@ PREDICT_PATH = "/v1/models/{name}:predict"
     PREDICT_PATH,
     summary="Predict (KServe v1 / TF-Serving): instances in, predictions out",
     responses=ERROR_RESPONSES,
+    openapi_extra=json_body(PredictRequestDoc, multipart=True),
 )
 async def predict(request: Request, name: str) -> Response:
     content_type = request.headers.get("content-type")

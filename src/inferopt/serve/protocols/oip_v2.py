@@ -18,6 +18,7 @@ from inferopt.serve.http import (
 from inferopt.serve.inference import Rendered
 from inferopt.serve.service import Computed
 from inferopt.serve.state import Ready
+from inferopt.serve.wire.docs import InferRequestDoc, json_body
 from inferopt.serve.wire.oip_v2 import BINARY_HEADER, InferRequest, check_outputs, infer_response, parse_infer
 from inferopt.tasks.base import OIP_V2
 
@@ -65,7 +66,12 @@ async def model_ready(request: Request, name: str) -> Response:
     return json_response({"name": ready.model.public_name, "ready": True})
 
 
-@router.post(INFER_PATH, summary="Inference on named, typed, shaped tensors (OIP v2)", responses=ERROR_RESPONSES)
+@router.post(
+    INFER_PATH,
+    summary="Inference on named, typed, shaped tensors (OIP v2)",
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(InferRequestDoc),
+)
 async def infer(request: Request, name: str) -> Response:
     binary = request.headers.get(BINARY_HEADER)
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from inferopt.serve.errors import InvalidField, PayloadTooLarge
 from inferopt.serve.wire.json_body import decode_json, kind
@@ -104,10 +104,15 @@ def _check_text(text: str, field: str) -> None:
 # -- documentation models (/docs, /openapi.json) ---------------------------------------------------------
 
 
+NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]  # what _check_text takes
+
+
 class EmbeddingRequestDoc(BaseModel):
     model_config = ConfigDict(title="EmbeddingRequest", extra="allow")
 
-    input: str | list[str] = Field(description="Text, or a list of texts (at most --max-items). Not empty.")
+    input: NonBlank | Annotated[list[NonBlank], Field(min_length=1)] = Field(
+        description="Text, or a list of texts (at most --max-items); none empty or only whitespace."
+    )
     model: str | None = Field(None, description="Optional and any name: the server serves one model.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: the little-endian float32 bytes of each vector, base64-encoded."
