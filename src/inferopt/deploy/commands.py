@@ -103,6 +103,18 @@ def ray_command(
     served_model_name: Annotated[
         list[str] | None, _serve_opt("Another name for the model (repeatable)", "served_model_names")
     ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        _serve_opt("Require Authorization: Bearer KEY on every route but health (repeatable)", "api_keys"),
+    ] = None,
+    api_keys_file: Annotated[
+        Path | None,
+        _serve_opt("Also the keys in this file (each replica reads it: one path on every node)", "api_keys_file"),
+    ] = None,
+    metrics_auth: Annotated[bool, _serve_opt("Require a key on /metrics too", "metrics_auth")] = _D.metrics_auth,
+    require_id: Annotated[
+        str | None, _serve_opt("Refuse to deploy unless the artifact's id is this", "require_id")
+    ] = None,
     log_level: Annotated[
         str, typer.Option(help="inferopt's log level in each replica: debug, info, warning, error")
     ] = "info",
@@ -130,7 +142,13 @@ def ray_command(
         access_log=access_log,
         drain_timeout_s=drain_timeout_s,
         served_model_names=tuple(served_model_name or ()),
+        api_keys=tuple(api_key or ()),
+        api_keys_file=api_keys_file,
+        metrics_auth=metrics_auth,
+        require_id=require_id,
     )
+    if api_keys_file is not None:
+        replica.keys()  # an empty or unreadable file is refused here, not in every replica
     config = RayDeployConfig(
         serve=replica,
         address=address,

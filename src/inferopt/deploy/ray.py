@@ -318,6 +318,7 @@ def _checked_artifact(config: ServeConfig) -> Artifact:
     if config.artifact is None:
         raise InferoptError("No artifact given", "pass the folder inferopt optimize wrote")
     artifact = load_artifact(config.artifact)
+    config.check_artifact_id(artifact.artifact_id)
     for_artifact(artifact.manifest, artifact.path)
     return artifact
 

@@ -236,7 +236,7 @@ def build_app(config: ServeConfig, *, access_log: AccessLog | None = None) -> Fa
         raise InferoptError("No artifact given", "pass the folder inferopt optimize wrote")
     check_tls(config.ssl_certfile, config.ssl_keyfile)
     artifact = load_artifact(config.artifact)
-    _check_id(config, artifact.artifact_id)
+    config.check_artifact_id(artifact.artifact_id)
     task = for_artifact(artifact.manifest, artifact.path)  # a task this inferopt cannot serve: a one-line error now
     _check_features(config, task)
     placements = artifact.resolve_placements(config.device)  # a GPU this machine lacks: a one-line error now
@@ -249,15 +249,6 @@ def build_app(config: ServeConfig, *, access_log: AccessLog | None = None) -> Fa
         placements=placements,
     )
     return create_app(config, load, access_log=access_log)
-
-
-def _check_id(config: ServeConfig, artifact_id: str) -> None:
-    """--require-id: a deployment pinned to one exact artifact refuses any other (the id covers every file)."""
-    if config.require_id is not None and config.require_id != artifact_id:
-        raise InferoptError(
-            f"--require-id {config.require_id}: this artifact is {artifact_id}",
-            "serve the artifact that id names, or update the pin",
-        )
 
 
 def _check_features(config: ServeConfig, task: Any) -> None:

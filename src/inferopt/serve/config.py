@@ -186,6 +186,15 @@ class ServeConfig:
 
         return self.api_keys + (read_keys_file(self.api_keys_file) if self.api_keys_file else ())
 
+    def check_artifact_id(self, artifact_id: str) -> None:
+        """--require-id: a deployment pinned to one exact artifact refuses any other (the id covers every file and
+        every setting of the manifest)."""
+        if self.require_id is not None and self.require_id != artifact_id:
+            raise InputError(
+                f"--require-id {self.require_id}: this artifact is {artifact_id}",
+                "serve the artifact that id names, or update the pin",
+            )
+
     @property
     def cache_enabled(self) -> bool:
         return self.cache != CACHE_OFF

@@ -140,6 +140,18 @@ def test_a_grpc_port_already_taken_ends_inferopt_serve_with_one_line_and_exit_2(
     assert "Traceback" not in run.stderr
 
 
+def test_serve_pinned_to_another_artifact_id_refuses_to_start(minilm_artifact: Path) -> None:
+    actual = load_artifact(minilm_artifact).artifact_id
+    run = subprocess.run(
+        [sys.executable, "-m", "inferopt", "serve", str(minilm_artifact), "--port", str(free_port()),
+         "--require-id", "0123456789abcdef"],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert f"--require-id 0123456789abcdef: this artifact is {actual}" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
 def _measured_on_cuda(artifact: Path, tmp_path: Path) -> Path:
     """The artifact as a GPU host's optimize would have written it: the same files, a CUDA placement."""
     import json

@@ -73,6 +73,24 @@ def test_bad_flags_are_one_line_naming_the_flag(
     assert len(err.strip().splitlines()) == 1
 
 
+def test_an_empty_keys_file_is_refused_before_any_replica_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    keys = tmp_path / "keys"
+    keys.write_text("# none yet\n")
+    code, err = run_cli(monkeypatch, capsys, "deploy", "ray", str(tmp_path), "--api-keys-file", str(keys))
+    assert code == 2 and "holds no key" in err and len(err.strip().splitlines()) == 1
+    code, err = run_cli(monkeypatch, capsys, "deploy", "ray", str(tmp_path), "--api-key", "has space")
+    assert code == 2 and "has whitespace" in err and "has space" not in err
+
+
+def test_a_pinned_id_is_checked_against_the_artifact() -> None:
+    ServeConfig(require_id="b1344a9f7bce8a4a").check_artifact_id("b1344a9f7bce8a4a")
+    with pytest.raises(InputError, match="--require-id b1344a9f7bce8a4a: this artifact is 0000000000000000"):
+        ServeConfig(require_id="b1344a9f7bce8a4a").check_artifact_id("0000000000000000")
+
+
 def config(**kwargs: Any) -> RayDeployConfig:
     return RayDeployConfig(serve=ServeConfig(artifact=Path("/a"), drain_timeout_s=7.0), **kwargs)
 
