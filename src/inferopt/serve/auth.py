@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from inferopt.errors import InputError
 from inferopt.serve.errors import ServeError
@@ -46,6 +50,18 @@ class Unauthorized(ServeError):
     def headers(self) -> dict[str, str]:
         challenge = f'{SCHEME} realm="{REALM}"'
         return {"www-authenticate": challenge + (f', error="{self.error}"' if self.error else "")}
+
+    def asgi(self, *, plain: bool) -> Callable[..., Awaitable[None]]:
+        """The refusal as a plain ASGI response (the middleware sends it before any route runs)."""
+        body = orjson.dumps(self.plain_body() if plain else self.body())
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        headers += [(k.encode(), v.encode()) for k, v in self.headers().items()]
+
+        async def respond(_scope: object, _receive: object, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+            await send({"type": "http.response.start", "status": self.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return respond
 
 
 def key_id(key: str) -> str:

@@ -151,9 +151,7 @@ class RequestContext:
 
 def _refused(scope: Scope, error: Unauthorized) -> ASGIApp:
     """The 401, in the shape of the route's protocol (OpenAI's for /v1/embeddings, {"error": ...} elsewhere)."""
-    from inferopt.serve.http import error_response
-
-    return error_response(error, plain=not scope["path"].endswith("/v1/embeddings"))
+    return error.asgi(plain=not scope["path"].endswith("/v1/embeddings"))
 
 
 def _route(scope: Scope) -> str:
