@@ -7,13 +7,15 @@
 - `oip_v2_bodies` / `grpc_messages`: Hypothesis tensors built around the model's real inputs (right and wrong
   names, datatypes, shapes, data), over REST and gRPC: never a 5xx, never INTERNAL or UNKNOWN.
 
-Deterministic (derandomize): CI runs the same cases every time.
+Deterministic (derandomize): CI runs the same cases every time. INFEROPT_FUZZ_RANDOM=1 draws fresh ones (a
+session hunting for bugs; a failure prints the case to add as a fixed test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +37,7 @@ def _settings(examples: int) -> settings:
         max_examples=examples,
         deadline=None,
         database=None,
-        derandomize=True,
+        derandomize=not os.environ.get("INFEROPT_FUZZ_RANDOM"),
         suppress_health_check=list(HealthCheck),
         phases=[Phase.generate],
     )

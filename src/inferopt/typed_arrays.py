@@ -37,7 +37,8 @@ def typed_array(values: Any, dtype: np.dtype) -> np.ndarray:
         if probe.min() < info.min or probe.max() > info.max:
             raise ValueProblem(f"has a value outside {dtype.name}'s range [{info.min}, {info.max}]")
         return probe.astype(dtype)
-    result = probe.astype(dtype)
+    with np.errstate(over="ignore"):  # an overflow is found just below, and refused in words
+        result = probe.astype(dtype)
     if not np.isfinite(result).all() and np.isfinite(probe).all():
         raise ValueProblem(f"has a value too large for {dtype.name}")
     return result

@@ -54,14 +54,21 @@ def _fuse(context: BuildContext, for_gpu: bool) -> Path:
     options = FusionOptions("bert")
     if not for_gpu:
         options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False
-    model = optimizer.optimize_model(
-        str(context.fp32_onnx),
-        model_type="bert",
-        num_heads=profile.num_heads,
-        hidden_size=profile.hidden_size,
-        optimization_options=options,
-        use_gpu=for_gpu,
-    )
+    try:
+        model = optimizer.optimize_model(
+            str(context.fp32_onnx),
+            model_type="bert",
+            num_heads=profile.num_heads,
+            hidden_size=profile.hidden_size,
+            optimization_options=options,
+            use_gpu=for_gpu,
+        )
+    except AssertionError as exc:  # its own checks of the graph's shapes; the message is often empty
+        where = f" ({exc})" if str(exc) else ""
+        raise ValueError(
+            f"ONNX Runtime's transformer fusion could not take this graph: an assertion in onnxruntime.transformers "
+            f"failed{where} (a student with attention heads removed is one such graph)"
+        ) from None
     model.save_model_to_file(str(out))
     return out
 

@@ -18,7 +18,7 @@ from inferopt.recipes.base import register as register_recipe
 from inferopt.recipes.calibration import Calibration
 from inferopt.tasks.base import FusionProfile
 
-SHARES = ("drop_layers", "drop_ffn", "drop_hidden", "drop_channels", "drop_rows")
+SHARES = ("drop_layers", "drop_heads", "drop_ffn", "drop_hidden", "drop_channels", "drop_rows")
 DISTILL_BATCH = 32
 
 
@@ -29,6 +29,7 @@ class PruneConfig:
     name: str = "student"
     drop_layers: float = 0.0  # share of transformer layers removed, the least missed first (0: none)
     drop_ffn: float = 0.0  # share of FFN channels removed in each remaining transformer layer
+    drop_heads: float = 0.0  # share of attention heads removed in each remaining transformer layer (heads.py)
     drop_hidden: float = 0.0  # share of hidden units removed between each pair of an MLP's Linear layers
     drop_channels: float = 0.0  # share of a CNN's prunable channels removed (channels.py says which are)
     drop_rows: float = 0.0  # share of each looked-up embedding table's rows merged into a fallback (rows.py)
@@ -96,13 +97,12 @@ def _student(context: BuildContext, config: PruneConfig) -> Student:
     work = context.work_dir / config.student_key()
     work.mkdir(parents=True, exist_ok=True)
     module, notes = _pruned_and_distilled(context, config, teacher)
-    kept = notes.get("layers", [0, 0])
     source = replace(
         context.source,
         name=f"{context.source.name} ({config.name})",
         module=module,
         size_bytes=notes["parameters"] * 4,
-        fusion=_scaled_fusion(context.fusion, kept[0], kept[1]) if config.drop_layers else context.fusion,
+        fusion=_student_fusion(context.fusion, config, notes),
     )
     path = export_onnx(source, context.task.io_schema(), work / "student.onnx")
     calibration = _own_calibration(context, source, path, notes)
@@ -154,6 +154,10 @@ def _pruned_and_distilled(context: BuildContext, config: PruneConfig, teacher: A
             )
             notes["layers"] = [drop_layers(student, dropped), total]
             notes["dropped_layers"] = sorted(dropped)
+        if config.drop_heads:
+            from inferopt.recipes.heads import prune_heads
+
+            notes["heads"] = prune_heads(student, config.drop_heads, probe)
         if config.drop_ffn:
             notes["ffn_widths"] = prune_ffn(student, config.drop_ffn, probe)
         if config.drop_hidden:
@@ -201,6 +205,16 @@ def _probe(context: BuildContext, items: list[Any]) -> Any:
 
     batches = tuple(context.task.collate([items[i] for i in rows]) for rows in sorted_batches(items, DISTILL_BATCH))
     return Probe(tuple(context.task.io_schema().input_names), batches, context.fusion.mask_input)
+
+
+def _student_fusion(profile: FusionProfile, config: PruneConfig, notes: dict[str, Any]) -> FusionProfile:
+    """The teacher's fusion profile, with the per-layer op counts scaled to the layers left, and the heads left
+    where heads were removed (the same number in every layer; the hidden size, the projections' input, stays)."""
+    if config.drop_layers:
+        profile = _scaled_fusion(profile, *notes["layers"])
+    if config.drop_heads:
+        profile = replace(profile, num_heads=notes["heads"][0])
+    return profile
 
 
 def _scaled_fusion(profile: FusionProfile, layers: int, total: int) -> FusionProfile:

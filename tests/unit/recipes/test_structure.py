@@ -173,3 +173,35 @@ def test_a_batchnorm_keeps_its_settings_when_sliced(options: dict) -> None:
     assert norm.track_running_stats == options.get("track_running_stats", True)
     assert (norm.running_mean is None) == (not norm.track_running_stats)
     assert model(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_heads_pruned_by_importance_keep_shapes_export_and_beat_random_choices(tmp_path) -> None:
+    import copy
+
+    import onnxruntime as ort
+
+    from inferopt.recipes.heads import prune_heads
+
+    model, probe = tiny_bert(), token_probe()
+    # Head 1 of every layer made silent (its output-projection columns zeroed): importance must drop it first.
+    for block in encoder_blocks(model)[2]:
+        with torch.no_grad():
+            block.attention.output.dense.weight[:, 16:] = 0.0
+    silent_reference = probe.run(model)
+    pruned = copy.deepcopy(model)
+    assert prune_heads(pruned, 0.5, probe) == [1, 1, 1, 1]
+    assert mean_distance(pruned, probe, silent_reference, cosine_distance) < 1e-6  # the silent head went
+    attention = encoder_blocks(pruned)[2][0].attention
+    assert attention.self.query.out_features == attention.output.dense.in_features == 16
+    assert attention.self.num_attention_heads == 1 and attention.self.all_head_size == 16
+    batch = probe.batches[0]
+    path = export_onnx(Source("tiny", "test", module=pruned, example=dict(batch)), SCHEMA, tmp_path / "heads.onnx")
+    got = ort.InferenceSession(str(path)).run(None, dict(batch))[0]
+    np.testing.assert_allclose(got, pruned(*probe.args(batch)).detach().numpy(), atol=1e-5)
+    at_random = []
+    for seed in range(10):
+        chance = copy.deepcopy(model)
+        prune_heads(chance, 0.5, probe, at_random=seed)
+        at_random.append(mean_distance(chance, probe, silent_reference, cosine_distance))
+    # A seed picks the same head in every layer: half the seeds keep the silent head and lose a live one.
+    assert min(at_random) > -1e-6 and sum(d > 1e-5 for d in at_random) >= 3, at_random
