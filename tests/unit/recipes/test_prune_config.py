@@ -21,7 +21,9 @@ CPU = CpuInfo(model="test", flags=frozenset({"avx2"}))
 
 
 @pytest.mark.parametrize("share", [0.0 - 0.1, 1.0, 1.5])
-@pytest.mark.parametrize("field", ["drop_layers", "drop_heads", "drop_ffn", "drop_hidden", "drop_channels", "drop_rows"])
+@pytest.mark.parametrize(
+    "field", ["drop_layers", "drop_heads", "drop_ffn", "drop_hidden", "drop_channels", "drop_rows"]
+)
 def test_a_share_outside_zero_one_is_refused(field: str, share: float) -> None:
     with pytest.raises(ValueError, match=rf"{field} {share:g} is outside \(0, 1\)"):
         PruneConfig(**{field: share})
