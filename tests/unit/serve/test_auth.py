@@ -121,24 +121,29 @@ async def test_metrics_can_be_keyed_too(serve, task: TextEmbeddingTask) -> None:
 
 
 async def test_the_access_log_names_the_key_by_id_never_the_key(task: TextEmbeddingTask) -> None:
+    import asyncio
+
     stream = io.BytesIO()
-    app = create_app(ServeConfig(api_keys=(KEY, OTHER)), fake_model(task=task), access_log=AccessLog(stream))
+    config = ServeConfig(api_keys=(KEY, OTHER), grpc_port=0)
+    app = create_app(config, fake_model(task=task), access_log=AccessLog(stream))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://inferopt.test") as client:
             while app.state.inferopt.phase == "loading":
-                import asyncio
-
                 await asyncio.sleep(0.005)
-            await client.post(f"/v1/models/{FAKE_NAME}:predict", json={"instances": ["a"]}, headers=BEARER)
-            await client.post(
-                f"/v1/models/{FAKE_NAME}:predict",
-                json={"instances": ["a"]},
-                headers={"authorization": f"Bearer {OTHER}x"},
-            )
+            url = f"/v1/models/{FAKE_NAME}:predict"
+            await client.post(url, json={"instances": ["a"]}, headers=BEARER)
+            await client.post(url, json={"instances": ["a"]}, headers={"authorization": f"Bearer {OTHER}x"})
+        async with GrpcClient(f"127.0.0.1:{app.state.grpc.port}") as grpc_client:
+            metadata = (("authorization", f"Bearer {OTHER}"),)
+            await grpc_client.infer(FAKE_NAME, {"text": ["a"]}, metadata=metadata)
     text = stream.getvalue().decode()
     lines = [json.loads(line) for line in text.splitlines()]
-    assert [(line["status"], line.get("key_id")) for line in lines] == [(200, key_id(KEY)), (401, None)]
+    assert [(line["method"], line["status"], line.get("key_id")) for line in lines] == [
+        ("POST", 200, key_id(KEY)),
+        ("POST", 401, None),
+        ("gRPC", 200, key_id(OTHER)),
+    ]
     assert KEY not in text and OTHER not in text
 
 

@@ -13,6 +13,7 @@ UNAVAILABLE, a passed deadline DEADLINE_EXCEEDED, anything else INTERNAL (the ca
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from inferopt.tasks.base import OIP_V2
 log = logging.getLogger("inferopt.serve")
 INFER_ROUTE = f"/{wire.SERVICE}/ModelInfer"
 CLIENT_CLOSED = 499  # the status the metrics record for a call its caller cancelled
+KEY_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("inferopt_grpc_key_id", default=None)
 GRPC_MESSAGE_SLACK = 64 * 1024  # the message around the tensors: names, shapes, parameters
 
 CODE_OF_STATUS = {
@@ -209,6 +211,7 @@ class InferenceServicer:
             "grpc_code": _code(status).name,
             "ms": round(seconds * 1000, 3),
             "client": context.peer(),
+            **({"key_id": key} if (key := KEY_ID.get()) is not None else {}),
             **fields,
         })  # fmt: skip
 
@@ -284,11 +287,15 @@ def _keyed(method: Handler, keys: ApiKeys, state: ServerState) -> Handler:
         try:
             if len(values) > 1:
                 raise Unauthorized("send one authorization metadata entry, not several", error="invalid_request")
-            keys.identify(values[0] if values and isinstance(values[0], str) else None)
+            key = keys.identify(values[0] if values and isinstance(values[0], str) else None)
         except Unauthorized as exc:
             state.metrics.rejected.labels(exc.reason).inc()
             await _abort(context, exc)
-        return await method(request, context)
+        token = KEY_ID.set(key)  # the access log's key id (the call's own task: nothing else sees it)
+        try:
+            return await method(request, context)
+        finally:
+            KEY_ID.reset(token)
 
     return call
 
