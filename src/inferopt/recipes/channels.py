@@ -29,6 +29,7 @@ from inferopt.recipes.structure import (
     channel_means,
     kept_indices,
     ranking,
+    run_hooked,
     sliced_batchnorm,
 )
 
@@ -163,11 +164,5 @@ def _input_activity(module: nn.Module, consumers: list[nn.Conv2d], probe: Probe)
         return record
 
     handles = [c.register_forward_pre_hook(hook(i)) for i, c in enumerate(consumers)]
-    try:
-        with torch.inference_mode():
-            for batch in probe.batches:
-                module(*probe.args(batch))
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_hooked(module, probe, handles)
     return channel_means(sums, counts)

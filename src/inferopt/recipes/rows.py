@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from inferopt.recipes.structure import CannotPrune, Probe
+from inferopt.recipes.structure import CannotPrune, Probe, run_hooked
 
 
 class RemappedEmbedding(nn.Module):
@@ -90,13 +90,7 @@ def _lookups(module: nn.Module, tables: dict[str, nn.Embedding], probe: Probe) -
         return record
 
     handles = [table.register_forward_pre_hook(hook(name)) for name, table in tables.items()]
-    try:
-        with torch.inference_mode():
-            for batch in probe.batches:
-                module(*probe.args(batch))
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_hooked(module, probe, handles)
     return counts
 
 

@@ -20,7 +20,7 @@ import copy
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -245,11 +245,12 @@ def _mean_activity(
     batches, real positions only."""
     sums: list[torch.Tensor | None] = [None] * len(taps)
     counts = [0] * len(taps)
-    mask: torch.Tensor | None = None
+    current: list[torch.Tensor | None] = [None]  # the batch's mask, set before each batch runs
 
     def hook(i: int) -> Callable[..., None]:
         def record(_: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor | None = None) -> None:
             value = (inputs[0] if output is None else output).detach().abs()
+            mask = current[0]
             if mask is not None and value.dim() == 3 and value.shape[:2] == mask.shape:
                 value = value[mask]
             flat = value.reshape(-1, value.shape[-1])
@@ -263,15 +264,28 @@ def _mean_activity(
         tap.register_forward_pre_hook(hook(i)) if at_input else tap.register_forward_hook(hook(i))
         for i, tap in enumerate(taps)
     ]
+
+    def set_mask(batch: Batch) -> None:
+        current[0] = probe.mask(batch)
+
+    run_hooked(module, probe, handles, set_mask)
+    return channel_means(sums, counts)
+
+
+def run_hooked(
+    module: nn.Module, probe: Probe, handles: list[Any], before: Callable[[Batch], None] | None = None
+) -> None:
+    """Run `module` on every probe batch (`before` sees each batch first) so that the hooks behind `handles`
+    record what they measure; the hooks are removed afterwards, whatever happens."""
     try:
         with torch.inference_mode():
             for batch in probe.batches:
-                mask = probe.mask(batch)
+                if before is not None:
+                    before(batch)
                 module(*probe.args(batch))
     finally:
         for handle in handles:
             handle.remove()
-    return channel_means(sums, counts)
 
 
 def channel_means(sums: list[torch.Tensor | None], counts: list[int]) -> list[torch.Tensor]:

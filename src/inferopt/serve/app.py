@@ -23,7 +23,7 @@ from inferopt.serve.config import ServeConfig
 from inferopt.serve.errors import ModelNotFound, ServeError
 from inferopt.serve.http import error_response, json_response, server_state
 from inferopt.serve.metrics import CONTENT_TYPE, ServeMetrics
-from inferopt.serve.middleware import Receive, RequestContext, Scope, Send
+from inferopt.serve.middleware import Receive, RequestContext, Scope, Send, app_path
 from inferopt.serve.protocols import jobs, kserve_v1, oip_v2, openai_embeddings
 from inferopt.serve.state import ModelSource, ServerState
 from inferopt.serve.tracing import Tracing
@@ -167,10 +167,7 @@ class InferoptApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path, root = scope["path"], scope.get("root_path")
-            if root and path.startswith(root):  # mounted under a prefix (Ray Serve's --route-prefix, a proxy's)
-                path = path[len(root) :]
-            hot = self.hot_routes.match(path)
+            hot = self.hot_routes.match(app_path(scope))
             if hot is not None:
                 route, handler, params = hot
                 scope["app"] = self  # what Starlette's routing would have set: the handler reads app.state

@@ -119,12 +119,13 @@ class ApiKeys:
         """The id of the key the Authorization value carries, or Unauthorized saying what was wrong."""
         if authorization is None:
             raise Unauthorized("an API key is required: send Authorization: Bearer KEY", error=None)
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != SCHEME.lower() or not token or " " in token.strip(" ") or not token.strip(" "):
+        scheme, _, rest = authorization.partition(" ")
+        token = rest.strip(" ")
+        if scheme.lower() != SCHEME.lower() or not token or " " in token:
             raise Unauthorized(
                 "the Authorization header is not 'Bearer KEY' (one API key, no other scheme)", error="invalid_request"
             )
-        digest = hashlib.sha256(token.strip(" ").encode()).digest()
+        digest = hashlib.sha256(token.encode()).digest()
         found = None
         for kid, known in self.digests:  # every key compared, whatever matched: no early exit
             if hmac.compare_digest(digest, known):

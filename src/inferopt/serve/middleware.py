@@ -111,10 +111,7 @@ class RequestContext:
     def _authorize(self, scope: Scope) -> Unauthorized | None:
         """None when the path is open or the request carries a known key (its id then goes to the log)."""
         assert self.keys is not None
-        path, root = scope["path"], scope.get("root_path")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        if not self.keys.required_for(path):
+        if not self.keys.required_for(app_path(scope)):
             return None
         values = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
         try:
@@ -147,6 +144,13 @@ class RequestContext:
             line["key_id"] = scope[KEY_ID]
         line.update(scope.get(LOG_FIELDS, {}))
         access_log.write(line)
+
+
+def app_path(scope: Scope) -> str:
+    """The request's path inside the app: without the prefix it is mounted under (Ray Serve's --route-prefix,
+    a proxy's root_path)."""
+    path, root = scope["path"], scope.get("root_path")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _refused(scope: Scope, error: Unauthorized) -> ASGIApp:
